@@ -1,0 +1,42 @@
+# The two commands of the README, each doing the whole set-up on a fresh Debian 12:
+#   make run    install what is missing, build, start sluice
+#   make test   install what is missing, build, run every test (ends with CTest's summary)
+BUILD_DIR ?= build
+BUILD_TYPE ?= RelWithDebInfo
+JOBS ?= $(shell nproc 2>/dev/null || echo 2)
+
+.PHONY: all deps configure build test run bench format clean
+
+all: build
+
+deps:
+	@scripts/install-deps.sh
+
+# Ninja when it is there (install-deps puts it there); a build directory keeps the
+# generator it was first configured with.
+configure: deps
+	@if [ ! -f $(BUILD_DIR)/CMakeCache.txt ]; then \
+	  gen="Unix Makefiles"; command -v ninja >/dev/null 2>&1 && gen=Ninja; \
+	  cmake -S . -B $(BUILD_DIR) -G "$$gen" -DCMAKE_BUILD_TYPE=$(BUILD_TYPE); \
+	fi
+
+build: configure
+	cmake --build $(BUILD_DIR) --parallel $(JOBS)
+
+test: build
+	cd $(BUILD_DIR) && ctest --output-on-failure --parallel $(JOBS)
+
+# Until the server exists, the main job is the algorithm simulator on a built-in
+# scenario: a spike of traffic through all six algorithms side by side.
+run: build
+	$(BUILD_DIR)/sluice simulate --algorithm all --limit 10 --period 1s --burst 5 \
+	  --pattern spike --rate 30 --duration 10s
+
+bench: build
+	bench/run.sh
+
+format:
+	clang-format -i $$(git ls-files '*.cc' '*.h')
+
+clean:
+	rm -rf $(BUILD_DIR)

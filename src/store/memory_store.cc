@@ -1,0 +1,373 @@
+#include "store/memory_store.h"
+
+#include <sys/mman.h>
+
+#include <algorithm>
+#include <array>
+#include <bit>
+#include <cstdlib>
+#include <cstring>
+#include <limits>
+#include <mutex>
+
+#include "core/algorithms.h"
+#include "core/check.h"
+#include "store/key_hash.h"
+
+namespace sluice::store {
+namespace {
+
+// Entry indices are 1-based so that zeroed memory means "no entry".
+constexpr uint32_t kNil = 0;
+constexpr uint32_t kWheelSlots = 64;  // one-second slots; a power of two
+// Due entries each call reclaims in passing: enough to keep up with any steady
+// stream of expiries, small enough to be invisible in a request's latency.
+constexpr uint32_t kSweepPerCall = 4;
+// Set in the stored fingerprint of an entry whose state holds a log ring.
+constexpr uint32_t kHasRing = 0x8000'0000u;
+constexpr size_t kHugePage = size_t{2} << 20;
+
+// One tracked key. All-zero is a free entry with an empty state.
+struct Entry {
+  uint64_t fingerprint_lo;
+  uint32_t fingerprint_hi;  // 31 bits of fingerprint + kHasRing
+  uint32_t expires_s;       // second at which the state is whole again (rounded up)
+  uint32_t chain_next;      // next entry in the same hash bucket, or in the free list
+  uint32_t wheel_next;      // next entry in the same timer-wheel list
+  uint32_t lru_prev;        // towards the most recently used
+  uint32_t lru_next;        // towards the least recently used
+  core::CompactState state;
+};
+static_assert(sizeof(Entry) == 56);
+static_assert(std::is_trivially_copyable_v<Entry>);
+
+// How the sliding window log keeps its state in an entry: the ring lives on the heap,
+// ring[0] holding its capacity and the timestamps following.
+struct LogSlot {
+  int64_t* ring;
+  core::SlidingWindowLogState log;
+};
+static_assert(sizeof(LogSlot) <= sizeof(core::CompactState));
+
+LogSlot LoadLog(const core::CompactState& s) {
+  LogSlot slot;
+  std::memcpy(static_cast<void*>(&slot), &s, sizeof(slot));
+  return slot;
+}
+void StoreLog(const LogSlot& slot, core::CompactState& s) {
+  std::memcpy(static_cast<void*>(&s), &slot, sizeof(slot));
+}
+
+uint32_t SecondOf(int64_t ns) {
+  if (ns <= 0) return 0;
+  return static_cast<uint32_t>(
+      std::min<int64_t>(ns / 1'000'000'000, std::numeric_limits<uint32_t>::max()));
+}
+
+// The first whole second at or after now + after; saturates.
+uint32_t ExpirySecond(Timestamp now, Duration after) {
+  const __int128 ns = static_cast<__int128>(ToNanos(now)) + after.count();
+  const __int128 s = (ns + 999'999'999) / 1'000'000'000;
+  if (s <= 0) return 0;
+  return static_cast<uint32_t>(std::min<__int128>(s, std::numeric_limits<uint32_t>::max()));
+}
+
+// Zeroed memory straight from the kernel: pages are mapped on first touch, so an
+// untouched tail costs no resident memory. Large arrays ask for transparent huge
+// pages, because a decision's random accesses into tens of megabytes would otherwise
+// miss the TLB on nearly every access (docs/architecture.md has the measurement).
+template <typename T>
+T* ZeroedArray(size_t n) {
+  const size_t bytes = std::max<size_t>(n * sizeof(T), 1);
+  void* p = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  SLUICE_CHECK(p != MAP_FAILED);
+  if (bytes >= kHugePage) madvise(p, bytes, MADV_HUGEPAGE);  // advice; failure is harmless
+  return static_cast<T*>(p);
+}
+template <typename T>
+void FreeArray(T* p, size_t n) {
+  if (p != nullptr) munmap(p, std::max<size_t>(n * sizeof(T), 1));
+}
+
+}  // namespace
+
+class MemoryStore::Shard {
+ public:
+  Shard() = default;
+  Shard(const Shard&) = delete;
+  Shard& operator=(const Shard&) = delete;
+  ~Shard() {
+    if (entries_ == nullptr) return;
+    for (uint32_t i = 1; i <= used_; ++i) FreeRing(At(i));
+    FreeArray(entries_, capacity_);
+    FreeArray(buckets_, size_t{bucket_mask_} + 1);
+  }
+
+  void Init(size_t capacity) {
+    SLUICE_CHECK(capacity > 0 && capacity < std::numeric_limits<uint32_t>::max() / 2);
+    capacity_ = static_cast<uint32_t>(capacity);
+    entries_ = ZeroedArray<Entry>(capacity);
+    // At most two keys per bucket on average when full: chains stay short and the
+    // bucket array costs 2 to 4 bytes per key.
+    const size_t buckets = std::bit_floor(capacity);
+    buckets_ = ZeroedArray<uint32_t>(buckets);
+    bucket_mask_ = static_cast<uint32_t>(buckets - 1);
+  }
+
+  Decision Decide(const KeyFingerprint& fp, const StoreRequest& request, Timestamp now) {
+    const bool log = request.algorithm == Algorithm::kSlidingWindowLog;
+    const uint32_t stored_hi = (static_cast<uint32_t>(fp.hi) & ~kHasRing) | (log ? kHasRing : 0);
+    const uint32_t bucket = static_cast<uint32_t>(fp.lo) & bucket_mask_;
+    const uint32_t now_s = SecondOf(ToNanos(now));
+
+    // Start the bucket's cache miss while the lock is taken.
+    __builtin_prefetch(&buckets_[bucket]);
+    std::lock_guard<std::mutex> lock(mu_);
+    Sweep(now_s, kSweepPerCall, /*stop_when_freed=*/false);
+    uint32_t index = Find(fp.lo, stored_hi, bucket);
+    bool in_wheel = true;
+    Decision decision;
+    if (index == kNil) {
+      core::CompactState fresh;
+      if (!log) {
+        // Decide on an empty state first: a request that leaves it whole (denied
+        // for good, or a query) needs no entry, so it cannot push out live keys.
+        decision = core::DecideCompact(request.algorithm, request.limit, fresh, now, request.cost);
+        if (decision.reset_after == Duration(0)) return decision;
+      }
+      index = Allocate(now_s, in_wheel);
+      Entry& e = At(index);
+      e.fingerprint_lo = fp.lo;
+      e.fingerprint_hi = stored_hi;
+      e.state = fresh;
+      e.chain_next = buckets_[bucket];
+      buckets_[bucket] = index;
+      LinkFront(index);
+      ++size_;
+      if (log) decision = DecideLog(e, request, now);
+    } else {
+      Entry& e = At(index);
+      // The LRU neighbours are two more random cache lines; fetch them while the
+      // algorithm runs rather than after.
+      if (e.lru_prev != kNil) __builtin_prefetch(&At(e.lru_prev), 1);
+      if (e.lru_next != kNil) __builtin_prefetch(&At(e.lru_next), 1);
+      decision =
+          log ? DecideLog(e, request, now)
+              : core::DecideCompact(request.algorithm, request.limit, e.state, now, request.cost);
+      MoveToFront(index);
+    }
+    Entry& e = At(index);
+    e.expires_s = ExpirySecond(now, decision.reset_after);
+    if (!in_wheel) WheelPush(index);
+    return decision;
+  }
+
+  void AddStats(Stats& stats) const {
+    std::lock_guard<std::mutex> lock(mu_);
+    stats.keys += size_;
+    stats.expired += expired_;
+    stats.evicted += evicted_;
+  }
+
+ private:
+  Entry& At(uint32_t index) { return entries_[index - 1]; }
+
+  uint32_t Find(uint64_t lo, uint32_t hi, uint32_t bucket) {
+    for (uint32_t i = buckets_[bucket]; i != kNil; i = At(i).chain_next) {
+      if (At(i).fingerprint_lo == lo && At(i).fingerprint_hi == hi) return i;
+    }
+    return kNil;
+  }
+
+  // The sliding window log's ring must hold `limit` timestamps; a reload that changes
+  // the limit keeps the newest ones that still fit.
+  Decision DecideLog(Entry& e, const StoreRequest& request, Timestamp now) {
+    SLUICE_CHECK(request.limit.limit <= kMaxLogLimit);
+    LogSlot slot = LoadLog(e.state);
+    const uint64_t want = std::max<uint64_t>(request.limit.limit, 1);
+    if (slot.ring == nullptr || static_cast<uint64_t>(slot.ring[0]) != want) {
+      int64_t* ring = new int64_t[want + 1];
+      ring[0] = static_cast<int64_t>(want);
+      core::SlidingWindowLogState moved{.head = 0, .count = 0, .last = slot.log.last};
+      if (slot.ring != nullptr) {
+        const uint64_t old_size = static_cast<uint64_t>(slot.ring[0]);
+        const uint32_t keep = static_cast<uint32_t>(std::min<uint64_t>(slot.log.count, want));
+        for (uint32_t k = 0; k < keep; ++k) {
+          ring[1 + k] = slot.ring[1 + (slot.log.head + slot.log.count - keep + k) % old_size];
+        }
+        moved.count = keep;
+        delete[] slot.ring;
+      }
+      slot = LogSlot{.ring = ring, .log = moved};
+    }
+    const Decision d = core::DecideSlidingWindowLog(
+        request.limit, slot.log, std::span<int64_t>(slot.ring + 1, want), now, request.cost);
+    StoreLog(slot, e.state);
+    return d;
+  }
+
+  void FreeRing(Entry& e) {
+    if ((e.fingerprint_hi & kHasRing) == 0) return;
+    delete[] LoadLog(e.state).ring;
+  }
+
+  // An entry for a new key. `in_wheel` says whether it already sits on the timer wheel
+  // (a recycled live entry does; a free one does not).
+  uint32_t Allocate(uint32_t now_s, bool& in_wheel) {
+    in_wheel = false;
+    if (free_head_ == kNil && used_ < capacity_) return ++used_;
+    if (free_head_ == kNil) Sweep(now_s, std::numeric_limits<uint32_t>::max(), true);
+    if (free_head_ != kNil) {
+      const uint32_t index = free_head_;
+      free_head_ = At(index).chain_next;
+      At(index).chain_next = kNil;
+      return index;
+    }
+    // Full, and nothing is due: evict the least recently used key. Its entry stays
+    // where it is on the wheel and serves the new key.
+    const uint32_t victim = lru_tail_;
+    SLUICE_CHECK(victim != kNil);
+    Forget(victim);
+    const uint32_t wheel_next = At(victim).wheel_next;
+    At(victim) = Entry{};
+    At(victim).wheel_next = wheel_next;
+    ++evicted_;
+    in_wheel = true;
+    return victim;
+  }
+
+  // Unlinks a key from its bucket and the LRU list and frees its ring.
+  void Forget(uint32_t index) {
+    Entry& e = At(index);
+    uint32_t* link = &buckets_[static_cast<uint32_t>(e.fingerprint_lo) & bucket_mask_];
+    while (*link != index) link = &At(*link).chain_next;
+    *link = e.chain_next;
+    Unlink(index);
+    FreeRing(e);
+    --size_;
+  }
+
+  // Timer wheel. Slot s % kWheelSlots lists entries that expire at second s, or at a
+  // later second of the same residue, or later than first placed (an entry is not
+  // moved when its expiry changes; it is looked at again when its slot comes round).
+  // Every live entry is on exactly one list: a slot's, or `sweeping_`, the slot
+  // being worked through.
+  void WheelPush(uint32_t index) {
+    Entry& e = At(index);
+    uint32_t& head = e.expires_s <= wheel_second_ ? sweeping_ : wheel_[e.expires_s % kWheelSlots];
+    e.wheel_next = head;
+    head = index;
+  }
+
+  void Sweep(uint32_t now_s, uint32_t budget, bool stop_when_freed) {
+    if (!wheel_started_) {
+      wheel_second_ = now_s;
+      wheel_started_ = true;
+    }
+    // Threads read the clock before they queue on the lock, so calls may arrive a
+    // little out of order; the wheel keeps to the latest second it has seen.
+    now_s = std::max(now_s, wheel_second_);
+    for (; budget > 0; --budget) {
+      if (sweeping_ != kNil) {
+        const uint32_t index = sweeping_;
+        sweeping_ = At(index).wheel_next;
+        if (At(index).expires_s <= now_s) {
+          Forget(index);
+          At(index) = Entry{};
+          At(index).chain_next = free_head_;
+          free_head_ = index;
+          ++expired_;
+          if (stop_when_freed) return;
+        } else {
+          WheelPush(index);
+        }
+      } else if (wheel_second_ < now_s) {
+        // After a long gap each slot needs looking at only once.
+        wheel_second_ =
+            now_s - wheel_second_ > kWheelSlots ? now_s - kWheelSlots + 1 : wheel_second_ + 1;
+        uint32_t& slot = wheel_[wheel_second_ % kWheelSlots];
+        sweeping_ = slot;
+        slot = kNil;
+      } else {
+        return;
+      }
+    }
+  }
+
+  void LinkFront(uint32_t index) {
+    Entry& e = At(index);
+    e.lru_prev = kNil;
+    e.lru_next = lru_head_;
+    if (lru_head_ != kNil) At(lru_head_).lru_prev = index;
+    lru_head_ = index;
+    if (lru_tail_ == kNil) lru_tail_ = index;
+  }
+  void Unlink(uint32_t index) {
+    Entry& e = At(index);
+    (e.lru_prev != kNil ? At(e.lru_prev).lru_next : lru_head_) = e.lru_next;
+    (e.lru_next != kNil ? At(e.lru_next).lru_prev : lru_tail_) = e.lru_prev;
+  }
+  void MoveToFront(uint32_t index) {
+    if (lru_head_ == index) return;
+    Unlink(index);
+    LinkFront(index);
+  }
+
+  // Each shard has its own cache lines: two threads working different shards never
+  // write the same line.
+  alignas(64) mutable std::mutex mu_;
+  Entry* entries_ = nullptr;
+  uint32_t* buckets_ = nullptr;
+  uint32_t bucket_mask_ = 0;
+  uint32_t capacity_ = 0;
+  uint32_t used_ = 0;  // entries ever handed out; beyond it the memory is untouched
+  uint32_t free_head_ = kNil;
+  uint32_t size_ = 0;
+  uint32_t lru_head_ = kNil;
+  uint32_t lru_tail_ = kNil;
+  std::array<uint32_t, kWheelSlots> wheel_{};
+  uint32_t sweeping_ = kNil;
+  uint32_t wheel_second_ = 0;  // slots up to this second have been taken up
+  bool wheel_started_ = false;
+  uint64_t expired_ = 0;
+  uint64_t evicted_ = 0;
+};
+
+namespace {
+size_t DefaultShards(size_t max_keys) {
+  // About a thousand keys per shard or more, at most 64 shards: enough stripes that
+  // a handful of worker threads rarely meet on one lock, few enough that per-shard
+  // LRU stays close to global LRU.
+  const size_t wanted = std::clamp<size_t>(max_keys / 1024, 1, 64);
+  return std::bit_floor(wanted);
+}
+}  // namespace
+
+MemoryStore::MemoryStore(const Options& options)
+    : seed_(options.hash_seed != 0 ? options.hash_seed : RandomSeed()),
+      shard_count_(options.shards != 0 ? options.shards : DefaultShards(options.max_keys)) {
+  SLUICE_CHECK(options.max_keys > 0);
+  shard_count_ = std::min(shard_count_, options.max_keys);
+  shard_capacity_ = (options.max_keys + shard_count_ - 1) / shard_count_;
+  shards_ = std::make_unique<Shard[]>(shard_count_);
+  for (size_t i = 0; i < shard_count_; ++i) shards_[i].Init(shard_capacity_);
+}
+
+MemoryStore::~MemoryStore() = default;
+
+Decision MemoryStore::Decide(const StoreRequest& request, Timestamp now) {
+  const KeyFingerprint fp = FingerprintKey(request.key, request.algorithm, seed_);
+  // Multiply-shift maps the high bits onto [0, shard_count_) for any shard count;
+  // the low bits pick the bucket inside the shard.
+  const size_t shard =
+      static_cast<size_t>((static_cast<unsigned __int128>(fp.hi) * shard_count_) >> 64);
+  return shards_[shard].Decide(fp, request, now);
+}
+
+MemoryStore::Stats MemoryStore::GetStats() const {
+  Stats stats;
+  for (size_t i = 0; i < shard_count_; ++i) shards_[i].AddStats(stats);
+  return stats;
+}
+
+}  // namespace sluice::store
