@@ -4,8 +4,8 @@
 
 #include <algorithm>
 #include <array>
+#include <atomic>
 #include <bit>
-#include <cstdlib>
 #include <cstring>
 #include <limits>
 #include <mutex>
@@ -73,45 +73,53 @@ uint32_t ExpirySecond(Timestamp now, Duration after) {
 }
 
 // Zeroed memory straight from the kernel: pages are mapped on first touch, so an
-// untouched tail costs no resident memory. Large arrays ask for transparent huge
-// pages, because a decision's random accesses into tens of megabytes would otherwise
-// miss the TLB on nearly every access (docs/architecture.md has the measurement).
-template <typename T>
-T* ZeroedArray(size_t n) {
-  const size_t bytes = std::max<size_t>(n * sizeof(T), 1);
+// untouched tail costs no resident memory. The arrays of all shards share one mapping
+// that asks for transparent huge pages, because a decision's random accesses into
+// tens of megabytes would otherwise miss the TLB on nearly every access
+// (docs/architecture.md has the measurement).
+void* MapZeroed(size_t bytes) {
   void* p = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   SLUICE_CHECK(p != MAP_FAILED);
   if (bytes >= kHugePage) madvise(p, bytes, MADV_HUGEPAGE);  // advice; failure is harmless
-  return static_cast<T*>(p);
+  return p;
 }
-template <typename T>
-void FreeArray(T* p, size_t n) {
-  if (p != nullptr) munmap(p, std::max<size_t>(n * sizeof(T), 1));
+
+constexpr uint32_t kChunk = 64;  // entries a shard takes from the arena at a time
+
+size_t BucketsFor(size_t capacity) {
+  // At most two keys per bucket on average when full: chains stay short and the
+  // bucket array costs 2 to 4 bytes per key.
+  return std::bit_floor(capacity);
 }
 
 }  // namespace
+
+// Entries are handed to shards from one array in chunks, so the memory in use grows
+// with the keys tracked, in one place, however unevenly keys fall on shards.
+struct MemoryStore::EntryArena {
+  Entry* entries = nullptr;  // entry i (1-based) is entries[i - 1]
+  std::atomic<uint32_t> handed_out{0};
+  uint32_t size = 0;
+};
 
 class MemoryStore::Shard {
  public:
   Shard() = default;
   Shard(const Shard&) = delete;
   Shard& operator=(const Shard&) = delete;
+  // Frees the log rings of this shard's keys.
   ~Shard() {
-    if (entries_ == nullptr) return;
-    for (uint32_t i = 1; i <= used_; ++i) FreeRing(At(i));
-    FreeArray(entries_, capacity_);
-    FreeArray(buckets_, size_t{bucket_mask_} + 1);
+    for (uint32_t i = lru_head_; i != kNil; i = At(i).lru_next) FreeRing(At(i));
   }
 
-  void Init(size_t capacity) {
+  // `buckets` is a zeroed array of BucketsFor(capacity) elements; both it and the
+  // arena belong to the store.
+  void Init(EntryArena* arena, uint32_t* buckets, size_t capacity) {
     SLUICE_CHECK(capacity > 0 && capacity < std::numeric_limits<uint32_t>::max() / 2);
     capacity_ = static_cast<uint32_t>(capacity);
-    entries_ = ZeroedArray<Entry>(capacity);
-    // At most two keys per bucket on average when full: chains stay short and the
-    // bucket array costs 2 to 4 bytes per key.
-    const size_t buckets = std::bit_floor(capacity);
-    buckets_ = ZeroedArray<uint32_t>(buckets);
-    bucket_mask_ = static_cast<uint32_t>(buckets - 1);
+    arena_ = arena;
+    buckets_ = buckets;
+    bucket_mask_ = static_cast<uint32_t>(BucketsFor(capacity) - 1);
   }
 
   Decision Decide(const KeyFingerprint& fp, const StoreRequest& request, Timestamp now) {
@@ -170,7 +178,7 @@ class MemoryStore::Shard {
   }
 
  private:
-  Entry& At(uint32_t index) { return entries_[index - 1]; }
+  Entry& At(uint32_t index) { return arena_->entries[index - 1]; }
 
   uint32_t Find(uint64_t lo, uint32_t hi, uint32_t bucket) {
     for (uint32_t i = buckets_[bucket]; i != kNil; i = At(i).chain_next) {
@@ -215,7 +223,18 @@ class MemoryStore::Shard {
   // (a recycled live entry does; a free one does not).
   uint32_t Allocate(uint32_t now_s, bool& in_wheel) {
     in_wheel = false;
-    if (free_head_ == kNil && used_ < capacity_) return ++used_;
+    if (free_head_ == kNil && size_ < capacity_) {
+      if (chunk_next_ == chunk_end_) {
+        // A shard takes a new chunk only when all it took is live and it is below
+        // capacity, so it never holds more than capacity + kChunk - 1 entries; the
+        // arena is sized for that.
+        const uint32_t base = arena_->handed_out.fetch_add(kChunk, std::memory_order_relaxed);
+        SLUICE_CHECK(base + kChunk <= arena_->size);
+        chunk_next_ = base + 1;
+        chunk_end_ = base + 1 + kChunk;
+      }
+      return chunk_next_++;
+    }
     if (free_head_ == kNil) Sweep(now_s, std::numeric_limits<uint32_t>::max(), true);
     if (free_head_ != kNil) {
       const uint32_t index = free_head_;
@@ -316,11 +335,12 @@ class MemoryStore::Shard {
   // Each shard has its own cache lines: two threads working different shards never
   // write the same line.
   alignas(64) mutable std::mutex mu_;
-  Entry* entries_ = nullptr;
+  EntryArena* arena_ = nullptr;
   uint32_t* buckets_ = nullptr;
   uint32_t bucket_mask_ = 0;
   uint32_t capacity_ = 0;
-  uint32_t used_ = 0;  // entries ever handed out; beyond it the memory is untouched
+  uint32_t chunk_next_ = kNil;  // the rest of this shard's current chunk of the arena
+  uint32_t chunk_end_ = kNil;
   uint32_t free_head_ = kNil;
   uint32_t size_ = 0;
   uint32_t lru_head_ = kNil;
@@ -349,11 +369,25 @@ MemoryStore::MemoryStore(const Options& options)
   SLUICE_CHECK(options.max_keys > 0);
   shard_count_ = std::min(shard_count_, options.max_keys);
   shard_capacity_ = (options.max_keys + shard_count_ - 1) / shard_count_;
+  const size_t buckets = BucketsFor(shard_capacity_);
+  const size_t entries = shard_count_ * (shard_capacity_ + kChunk);
+  SLUICE_CHECK(entries < std::numeric_limits<uint32_t>::max());
+  arena_bytes_ = entries * sizeof(Entry) + shard_count_ * buckets * sizeof(uint32_t);
+  arena_ = MapZeroed(arena_bytes_);
+  entry_arena_ = std::make_unique<EntryArena>();
+  entry_arena_->entries = static_cast<Entry*>(arena_);
+  entry_arena_->size = static_cast<uint32_t>(entries);
+  auto* bucket_arrays = reinterpret_cast<uint32_t*>(entry_arena_->entries + entries);
   shards_ = std::make_unique<Shard[]>(shard_count_);
-  for (size_t i = 0; i < shard_count_; ++i) shards_[i].Init(shard_capacity_);
+  for (size_t i = 0; i < shard_count_; ++i) {
+    shards_[i].Init(entry_arena_.get(), bucket_arrays + i * buckets, shard_capacity_);
+  }
 }
 
-MemoryStore::~MemoryStore() = default;
+MemoryStore::~MemoryStore() {
+  shards_.reset();  // frees the log rings, which live outside the arena
+  munmap(arena_, arena_bytes_);
+}
 
 Decision MemoryStore::Decide(const StoreRequest& request, Timestamp now) {
   const KeyFingerprint fp = FingerprintKey(request.key, request.algorithm, seed_);

@@ -73,11 +73,16 @@ class MemoryStore final : public Store {
 
  private:
   class Shard;
+  struct EntryArena;
 
   uint64_t seed_;
   size_t shard_count_;
   size_t shard_capacity_;
+  std::unique_ptr<EntryArena> entry_arena_;
   std::unique_ptr<Shard[]> shards_;
+  // One mapping holds every shard's entries, then every shard's buckets.
+  void* arena_ = nullptr;
+  size_t arena_bytes_ = 0;
 };
 
 }  // namespace sluice::store
