@@ -5,7 +5,7 @@ BUILD_DIR ?= build
 BUILD_TYPE ?= RelWithDebInfo
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 
-.PHONY: all deps configure build test run bench format clean
+.PHONY: all deps configure build test run bench fuzz format clean
 
 all: build
 
@@ -34,6 +34,9 @@ run: build
 
 bench: build
 	bench/run.sh
+
+fuzz:
+	scripts/fuzz.sh $(FUZZ_SECONDS)
 
 format:
 	clang-format -i $$(git ls-files '*.cc' '*.h')

@@ -30,9 +30,11 @@ uint64_t ToCount(u128 v) {
   return static_cast<uint64_t>(std::min<u128>(v, std::numeric_limits<uint64_t>::max()));
 }
 
-// The request's time, never earlier than what the state has seen.
+// The request's time, never earlier than what the state has seen, and inside
+// [0, 2^63 - 2] so that the token bucket's last + 1 stamp cannot overflow.
 int64_t EffectiveNow(Timestamp now, int64_t latest_seen) {
-  return std::max({ToNanos(now), latest_seen, int64_t{0}});
+  return std::min(std::max({ToNanos(now), latest_seen, int64_t{0}}),
+                  std::numeric_limits<int64_t>::max() - 1);
 }
 
 Decision DenyForever(uint64_t capacity, uint64_t remaining, Duration reset_after) {
@@ -84,13 +86,16 @@ Decision DecideTokenBucket(const Limit& limit, TokenBucketState& state, Timestam
   const u128 capacity = u128{limit.burst} * period;
   if (limit.limit == 0) return DenyForever(limit.burst, 0, Duration(0));
 
-  const bool fresh = state.last_plus_one == 0;
-  const int64_t t = EffectiveNow(now, fresh ? 0 : state.last_plus_one - 1);
+  // A non-positive stamp can only be the empty state (or bytes that are not a token
+  // bucket's, which are treated the same).
+  const bool fresh = state.last_plus_one <= 0;
+  const int64_t last = fresh ? 0 : state.last_plus_one - 1;
+  const int64_t t = EffectiveNow(now, last);
   u128 tokens = capacity;
   if (!fresh) {
     tokens = std::min(Join(state.tokens_lo, state.tokens_hi), capacity);
     // Refill without forming tokens + elapsed*limit, which could pass 2^128.
-    const u128 refill = static_cast<u128>(t - (state.last_plus_one - 1)) * limit.limit;
+    const u128 refill = static_cast<u128>(t - last) * limit.limit;
     tokens = refill >= capacity - tokens ? capacity : tokens + refill;
   }
   const u128 need = u128{cost} * period;
@@ -146,7 +151,7 @@ Decision DecideFixedWindow(const Limit& limit, FixedWindowState& state, Timestam
   const int64_t period = limit.period.count();
   const int64_t t = EffectiveNow(now, state.last);
   const int64_t window = WindowStart(t, period);
-  if (window != WindowStart(state.last, period)) state.count = 0;
+  if (window != WindowStart(std::max<int64_t>(state.last, 0), period)) state.count = 0;
   state.last = t;
   const uint64_t used = std::min(state.count, limit.limit);
   const bool allowed = cost <= limit.limit - used;
@@ -169,13 +174,18 @@ Decision DecideSlidingWindowCounter(const Limit& limit, SlidingWindowCounterStat
   const u128 p = static_cast<u128>(period);
   const int64_t t = EffectiveNow(now, state.last);
   const int64_t window = WindowStart(t, period);
-  const int64_t last_window = WindowStart(state.last, period);
+  const int64_t last_window = WindowStart(std::max<int64_t>(state.last, 0), period);
   if (window != last_window) {
     const bool adjacent = i128{window} - last_window == period;
     state.previous = adjacent ? state.current : 0;
     state.current = 0;
   }
   state.last = t;
+  // Counts never pass the limit while it is unchanged; after a reload that lowered it
+  // they are held to the new one, so a client is never held back longer than the new
+  // policy allows (and the sums below cannot wrap).
+  state.previous = std::min(state.previous, limit.limit);
+  state.current = std::min(state.current, limit.limit);
   // Counts are in units of 1/period of a request: the previous window weighs
   // (period - elapsed) / period.
   const u128 elapsed = static_cast<u128>(t - window);

@@ -63,9 +63,6 @@ struct SimulationSpec {
   Duration duration{0};
   Duration bucket = std::chrono::seconds(1);
   uint64_t cost = 1;  // every arrival asks for this much
-  // Reserved for randomised patterns (to be drawn from std::mt19937_64 seeded with it);
-  // the patterns above are all deterministic and ignore it.
-  uint64_t seed = 0;
 };
 
 // Requests, not units of cost: one arrival counts once whatever its cost.
