@@ -5,6 +5,8 @@
 #include <limits>
 #include <type_traits>
 
+#include "core/check.h"
+
 namespace sluice::core {
 namespace {
 
@@ -84,7 +86,7 @@ Decision DecideTokenBucket(const Limit& limit, TokenBucketState& state, Timestam
                            uint64_t cost) {
   const u128 period = static_cast<u128>(limit.period.count());
   const u128 capacity = u128{limit.burst} * period;
-  if (limit.limit == 0) return DenyForever(limit.burst, 0, Duration(0));
+  if (limit.limit == 0) return DenyForever(0, 0, Duration(0));
 
   // A non-positive stamp can only be the empty state (or bytes that are not a token
   // bucket's, which are treated the same).
@@ -110,7 +112,7 @@ Decision DecideLeakyBucket(const Limit& limit, LeakyBucketState& state, Timestam
                            uint64_t cost) {
   const u128 period = static_cast<u128>(limit.period.count());
   const u128 capacity = u128{limit.burst} * period;
-  if (limit.limit == 0) return DenyForever(limit.burst, 0, Duration(0));
+  if (limit.limit == 0) return DenyForever(0, 0, Duration(0));
 
   const int64_t t = EffectiveNow(now, state.last);
   u128 level = std::min(Join(state.level_lo, state.level_hi), capacity);
@@ -129,7 +131,7 @@ Decision DecideGcra(const Limit& limit, GcraState& state, Timestamp now, uint64_
   // 1/limit ns; the tolerance burst*period/limit ns is burst*period units.
   const u128 period = static_cast<u128>(limit.period.count());
   const u128 tolerance = u128{limit.burst} * period;
-  if (limit.limit == 0) return DenyForever(limit.burst, 0, Duration(0));
+  if (limit.limit == 0) return DenyForever(0, 0, Duration(0));
 
   const int64_t t = EffectiveNow(now, state.last);
   const u128 now_units = static_cast<u128>(t) * limit.limit;
@@ -283,6 +285,7 @@ Decision DecideCompact(Algorithm algorithm, const Limit& limit, CompactState& st
     case Algorithm::kSlidingWindowLog:
       break;
   }
+  SLUICE_CHECK(false && "the sliding window log needs its ring: DecideSlidingWindowLog");
   return DenyForever(0, 0, Duration(0));
 }
 

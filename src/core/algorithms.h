@@ -11,7 +11,8 @@
 // - `now` earlier than the latest time the state has seen counts as that latest time
 //   (a clock that goes backwards means no time passed). Negative `now` counts as 0, and times past
 //   2^63 - 2 ns as that.
-// - limit == 0 denies everything, with retry_after == Decision::kNever.
+// - limit == 0 denies everything, with retry_after == Decision::kNever, limit and
+//   remaining 0, and leaves the state untouched.
 // - A cost larger than the capacity is denied with retry_after == Decision::kNever.
 // - cost == 0 is a query: it is allowed (unless limit == 0) and changes nothing but the
 //   clock bookkeeping.

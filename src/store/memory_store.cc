@@ -9,6 +9,7 @@
 #include <cstring>
 #include <limits>
 #include <mutex>
+#include <new>
 
 #include "core/algorithms.h"
 #include "core/check.h"
@@ -23,6 +24,9 @@ constexpr uint32_t kWheelSlots = 64;  // one-second slots; a power of two
 // Due entries each call reclaims in passing: enough to keep up with any steady
 // stream of expiries, small enough to be invisible in a request's latency.
 constexpr uint32_t kSweepPerCall = 4;
+// How far a full shard looks through due entries for one to reclaim before it evicts
+// a live one instead: a bound on the worst request's extra work (tens of microseconds).
+constexpr uint32_t kSweepWhenFull = 1024;
 // Set in the stored fingerprint of an entry whose state holds a log ring.
 constexpr uint32_t kHasRing = 0x8000'0000u;
 constexpr size_t kHugePage = size_t{2} << 20;
@@ -58,18 +62,20 @@ void StoreLog(const LogSlot& slot, core::CompactState& s) {
   std::memcpy(static_cast<void*>(&s), &slot, sizeof(slot));
 }
 
-uint32_t SecondOf(int64_t ns) {
-  if (ns <= 0) return 0;
-  return static_cast<uint32_t>(
-      std::min<int64_t>(ns / 1'000'000'000, std::numeric_limits<uint32_t>::max()));
-}
-
-// The first whole second at or after now + after; saturates.
-uint32_t ExpirySecond(Timestamp now, Duration after) {
-  const __int128 ns = static_cast<__int128>(ToNanos(now)) + after.count();
-  const __int128 s = (ns + 999'999'999) / 1'000'000'000;
+// Entries keep times as 32-bit seconds since the store's epoch (the second of the
+// first decision it makes): 136 years of range from whenever the clock starts.
+uint32_t ToStoreSecond(__int128 second, int64_t epoch_s) {
+  const __int128 s = second - epoch_s;
   if (s <= 0) return 0;
   return static_cast<uint32_t>(std::min<__int128>(s, std::numeric_limits<uint32_t>::max()));
+}
+uint32_t SecondOf(Timestamp now, int64_t epoch_s) {
+  return ToStoreSecond(ToNanos(now) / 1'000'000'000, epoch_s);
+}
+// The first whole second at or after now + after.
+uint32_t ExpirySecond(Timestamp now, Duration after, int64_t epoch_s) {
+  const __int128 ns = static_cast<__int128>(ToNanos(now)) + after.count();
+  return ToStoreSecond((ns + 999'999'999) / 1'000'000'000, epoch_s);
 }
 
 // Zeroed memory straight from the kernel: pages are mapped on first touch, so an
@@ -122,26 +128,36 @@ class MemoryStore::Shard {
     bucket_mask_ = static_cast<uint32_t>(BucketsFor(capacity) - 1);
   }
 
-  Decision Decide(const KeyFingerprint& fp, const StoreRequest& request, Timestamp now) {
+  Decision Decide(const KeyFingerprint& fp, const StoreRequest& request, Timestamp now,
+                  int64_t epoch_s) {
     const bool log = request.algorithm == Algorithm::kSlidingWindowLog;
     const uint32_t stored_hi = (static_cast<uint32_t>(fp.hi) & ~kHasRing) | (log ? kHasRing : 0);
     const uint32_t bucket = static_cast<uint32_t>(fp.lo) & bucket_mask_;
-    const uint32_t now_s = SecondOf(ToNanos(now));
 
     // Start the bucket's cache miss while the lock is taken.
     __builtin_prefetch(&buckets_[bucket]);
     std::lock_guard<std::mutex> lock(mu_);
+    // The shard's time never runs backwards: threads read the clock before they
+    // queue on the lock, so a reading can arrive a little late, and a late reading
+    // decided as it is would compute an expiry too early. It is decided at the latest
+    // time the shard has seen instead (no time passes, as the algorithms do per key).
+    now = std::max(now, latest_);
+    latest_ = now;
+    const uint32_t now_s = SecondOf(now, epoch_s);
     Sweep(now_s, kSweepPerCall, /*stop_when_freed=*/false);
     uint32_t index = Find(fp.lo, stored_hi, bucket);
     bool in_wheel = true;
     Decision decision;
     if (index == kNil) {
+      // Decide on an empty state first: a request that leaves it whole (denied for
+      // good, or a query) needs no entry, so it cannot push out live keys.
       core::CompactState fresh;
       if (!log) {
-        // Decide on an empty state first: a request that leaves it whole (denied
-        // for good, or a query) needs no entry, so it cannot push out live keys.
         decision = core::DecideCompact(request.algorithm, request.limit, fresh, now, request.cost);
         if (decision.reset_after == Duration(0)) return decision;
+      } else if (!TakesFromLog(request)) {
+        core::SlidingWindowLogState empty;
+        return core::DecideSlidingWindowLog(request.limit, empty, {}, now, request.cost);
       }
       index = Allocate(now_s, in_wheel);
       Entry& e = At(index);
@@ -164,8 +180,10 @@ class MemoryStore::Shard {
               : core::DecideCompact(request.algorithm, request.limit, e.state, now, request.cost);
       MoveToFront(index);
     }
+    // Never earlier than before: under one policy the time a state is whole again only
+    // moves later, and a request denied by a brief limit of 0 must not cut it short.
     Entry& e = At(index);
-    e.expires_s = ExpirySecond(now, decision.reset_after);
+    e.expires_s = std::max(e.expires_s, ExpirySecond(now, decision.reset_after, epoch_s));
     if (!in_wheel) WheelPush(index);
     return decision;
   }
@@ -187,14 +205,24 @@ class MemoryStore::Shard {
     return kNil;
   }
 
+  // Whether a log request can add timestamps (else it needs no ring).
+  static bool TakesFromLog(const StoreRequest& r) {
+    return r.cost > 0 && r.limit.limit > 0 && r.cost <= r.limit.limit;
+  }
+
   // The sliding window log's ring must hold `limit` timestamps; a reload that changes
-  // the limit keeps the newest ones that still fit.
+  // the limit keeps the newest ones that still fit. A limit of 0 denies without
+  // touching the log, so a brief block keeps its history.
   Decision DecideLog(Entry& e, const StoreRequest& request, Timestamp now) {
     SLUICE_CHECK(request.limit.limit <= kMaxLogLimit);
     LogSlot slot = LoadLog(e.state);
+    if (request.limit.limit == 0) {
+      return core::DecideSlidingWindowLog(request.limit, slot.log, {}, now, request.cost);
+    }
     const uint64_t want = std::max<uint64_t>(request.limit.limit, 1);
     if (slot.ring == nullptr || static_cast<uint64_t>(slot.ring[0]) != want) {
-      int64_t* ring = new int64_t[want + 1];
+      int64_t* ring = new (std::nothrow) int64_t[want + 1];
+      SLUICE_CHECK(ring != nullptr);
       ring[0] = static_cast<int64_t>(want);
       core::SlidingWindowLogState moved{.head = 0, .count = 0, .last = slot.log.last};
       if (slot.ring != nullptr) {
@@ -235,7 +263,7 @@ class MemoryStore::Shard {
       }
       return chunk_next_++;
     }
-    if (free_head_ == kNil) Sweep(now_s, std::numeric_limits<uint32_t>::max(), true);
+    if (free_head_ == kNil) Sweep(now_s, kSweepWhenFull, /*stop_when_freed=*/true);
     if (free_head_ != kNil) {
       const uint32_t index = free_head_;
       free_head_ = At(index).chain_next;
@@ -283,8 +311,7 @@ class MemoryStore::Shard {
       wheel_second_ = now_s;
       wheel_started_ = true;
     }
-    // Threads read the clock before they queue on the lock, so calls may arrive a
-    // little out of order; the wheel keeps to the latest second it has seen.
+    // Decide() keeps the shard's time monotonic; this keeps the wheel safe even so.
     now_s = std::max(now_s, wheel_second_);
     for (; budget > 0; --budget) {
       if (sweeping_ != kNil) {
@@ -347,6 +374,7 @@ class MemoryStore::Shard {
   uint32_t lru_tail_ = kNil;
   std::array<uint32_t, kWheelSlots> wheel_{};
   uint32_t sweeping_ = kNil;
+  Timestamp latest_{};  // the latest time a call has been decided at
   uint32_t wheel_second_ = 0;  // slots up to this second have been taken up
   bool wheel_started_ = false;
   uint64_t expired_ = 0;
@@ -368,9 +396,10 @@ MemoryStore::MemoryStore(const Options& options)
       shard_count_(options.shards != 0 ? options.shards : DefaultShards(options.max_keys)) {
   SLUICE_CHECK(options.max_keys > 0);
   shard_count_ = std::min(shard_count_, options.max_keys);
+  // Shards share max_keys exactly: the first max_keys % shards get one more.
   shard_capacity_ = (options.max_keys + shard_count_ - 1) / shard_count_;
   const size_t buckets = BucketsFor(shard_capacity_);
-  const size_t entries = shard_count_ * (shard_capacity_ + kChunk);
+  const size_t entries = options.max_keys + shard_count_ * kChunk;
   SLUICE_CHECK(entries < std::numeric_limits<uint32_t>::max());
   arena_bytes_ = entries * sizeof(Entry) + shard_count_ * buckets * sizeof(uint32_t);
   arena_ = MapZeroed(arena_bytes_);
@@ -380,7 +409,9 @@ MemoryStore::MemoryStore(const Options& options)
   auto* bucket_arrays = reinterpret_cast<uint32_t*>(entry_arena_->entries + entries);
   shards_ = std::make_unique<Shard[]>(shard_count_);
   for (size_t i = 0; i < shard_count_; ++i) {
-    shards_[i].Init(entry_arena_.get(), bucket_arrays + i * buckets, shard_capacity_);
+    const size_t capacity =
+        options.max_keys / shard_count_ + (i < options.max_keys % shard_count_ ? 1 : 0);
+    shards_[i].Init(entry_arena_.get(), bucket_arrays + i * buckets, capacity);
   }
 }
 
@@ -390,12 +421,20 @@ MemoryStore::~MemoryStore() {
 }
 
 Decision MemoryStore::Decide(const StoreRequest& request, Timestamp now) {
-  const KeyFingerprint fp = FingerprintKey(request.key, request.algorithm, seed_);
+  const KeyFingerprint fp = FingerprintKey(request.key, request.algorithm, request.limit, seed_);
+  // The first decision fixes the epoch of the entries' 32-bit seconds.
+  int64_t epoch_s = epoch_s_.load(std::memory_order_relaxed);
+  if (epoch_s == kNoEpoch) {
+    const int64_t first = std::max<int64_t>(ToNanos(now), 0) / 1'000'000'000;
+    if (epoch_s_.compare_exchange_strong(epoch_s, first, std::memory_order_relaxed)) {
+      epoch_s = first;
+    }
+  }
   // Multiply-shift maps the high bits onto [0, shard_count_) for any shard count;
   // the low bits pick the bucket inside the shard.
   const size_t shard =
       static_cast<size_t>((static_cast<unsigned __int128>(fp.hi) * shard_count_) >> 64);
-  return shards_[shard].Decide(fp, request, now);
+  return shards_[shard].Decide(fp, request, now, epoch_s);
 }
 
 MemoryStore::Stats MemoryStore::GetStats() const {

@@ -10,24 +10,27 @@
 // hot key is serialised, which is what makes it exact. Nothing is shared between
 // shards. docs/architecture.md gives the measurements behind this choice.
 //
-// Memory: a key costs one 56-byte entry (fingerprint, state, expiry, links) plus a
-// 4-byte hash bucket, whatever the key's length; the sliding window log adds
-// 8 bytes per unit of `limit` for its ring of timestamps. Entries and buckets are
-// allocated once, up front, as zeroed memory the kernel maps on first touch, so
-// resident memory follows the keys actually tracked.
+// Memory: a key costs one 56-byte entry (fingerprint, state, expiry, links) plus 2 to
+// 4 bytes of hash bucket, whatever the key's length; the sliding window log adds
+// 8 bytes per unit of `limit` for its ring of timestamps. Entries live in one arena
+// of zeroed memory that the kernel maps on first touch, handed to shards in small
+// chunks, so resident memory follows the keys actually tracked.
 //
 // Expiry and eviction: a decision reports when the state will be whole again
 // (reset_after); from then on the state is the same as an empty one, so the entry can
 // go without changing any future decision. Each shard keeps its entries on a timer
 // wheel of one-second slots and, on every call, reclaims a few entries whose time has
 // come: no background thread, no scan that stalls a request. A shard that is full
-// reclaims every entry that is due before it evicts a live one, and then evicts its
-// least recently used entry.
+// looks through what is due (up to 1024 entries) for an entry to reclaim before it
+// evicts its least recently used live key. Two cases are found late, when the wheel
+// slot the entry sits on comes round (within 64 s): a key that took over the entry
+// of an evicted key, and a key whose policy changed to expire sooner.
 //
 // Thread-safety: all methods may be called from any thread at any time.
 #ifndef SLUICE_STORE_MEMORY_STORE_H_
 #define SLUICE_STORE_MEMORY_STORE_H_
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -69,6 +72,7 @@ class MemoryStore final : public Store {
 
   Stats GetStats() const;
   size_t shard_count() const { return shard_count_; }
+  // The most keys one shard holds (shards differ by at most one).
   size_t capacity_per_shard() const { return shard_capacity_; }
 
  private:
@@ -77,7 +81,9 @@ class MemoryStore final : public Store {
 
   uint64_t seed_;
   size_t shard_count_;
-  size_t shard_capacity_;
+  size_t shard_capacity_;  // the largest shard's
+  static constexpr int64_t kNoEpoch = -1;
+  std::atomic<int64_t> epoch_s_{kNoEpoch};
   std::unique_ptr<EntryArena> entry_arena_;
   std::unique_ptr<Shard[]> shards_;
   // One mapping holds every shard's entries, then every shard's buckets.

@@ -161,3 +161,25 @@ TEST(AlgorithmNames, RoundTrip) {
 
 }  // namespace
 }  // namespace sluice::core
+
+namespace sluice::core {
+namespace {
+
+TEST(EdgeCase, TheLastRepresentableInstantIsSafeForAll) {
+  for (Algorithm a : kAllAlgorithms) {
+    const Limit limit = Limit::PerPeriod(3, std::chrono::seconds(1));
+    CompactState state;
+    SlidingWindowLogState log;
+    std::vector<int64_t> ring(3);
+    const Timestamp end = Timestamp::max();
+    for (int i = 0; i < 4; ++i) {
+      const Decision d = a == Algorithm::kSlidingWindowLog
+                             ? DecideSlidingWindowLog(limit, log, ring, end, 1)
+                             : DecideCompact(a, limit, state, end, 1);
+      EXPECT_EQ(d.allowed, i < 3) << AlgorithmName(a) << " " << i;
+    }
+  }
+}
+
+}  // namespace
+}  // namespace sluice::core

@@ -77,8 +77,7 @@ int AlgorithmsOneInput(const uint8_t* data, size_t size) {
     const Decision d =
         log ? core::DecideSlidingWindowLog(limit, log_state, ring, FromNanos(now), cost)
             : core::DecideCompact(algorithm, limit, state, FromNanos(now), cost);
-    Require(d.limit == (limit.limit == 0 && !UsesBurst(algorithm) ? 0 : capacity),
-            "limit is the capacity");
+    Require(d.limit == (limit.limit == 0 ? 0 : capacity), "limit is the capacity (0 if no rate)");
     Require(d.remaining <= capacity, "remaining <= capacity");
     Require(d.reset_after >= Duration(0), "reset_after >= 0");
     Require(d.retry_after >= Duration(0), "retry_after >= 0");

@@ -158,3 +158,87 @@ TEST(MemoryStore, ManyKeysWithChurnStayWithinTheBound) {
 
 }  // namespace
 }  // namespace sluice::store
+
+namespace sluice::store {
+namespace {
+
+StoreRequest Req(std::string_view key, Algorithm a, Limit l, uint64_t cost = 1) {
+  return StoreRequest{.key = key, .algorithm = a, .limit = l, .cost = cost};
+}
+Timestamp Sec(double s) { return FromNanos(static_cast<int64_t>(s * 1e9)); }
+
+TEST(MemoryStore, ALateClockReadingDoesNotCutTheExpiryShort) {
+  MemoryStore store({.max_keys = 10, .shards = 1});
+  const Limit limit = Limit::PerPeriod(2, std::chrono::seconds(10));
+  EXPECT_TRUE(store.Decide(Req("k", Algorithm::kTokenBucket, limit), Sec(100)).allowed);
+  // A reading from before the last one (another thread's, queued on the lock).
+  EXPECT_TRUE(store.Decide(Req("k", Algorithm::kTokenBucket, limit), Sec(95)).allowed);
+  // At 105.5 s only one token (refilled from 100 s) is back; the state must still be
+  // there, so a request of cost 2 is denied.
+  for (int i = 0; i < 50; ++i) store.Decide(Req("other", Algorithm::kGcra, limit, 0), Sec(105));
+  EXPECT_FALSE(store.Decide(Req("k", Algorithm::kTokenBucket, limit, 2), Sec(105.5)).allowed);
+}
+
+TEST(MemoryStore, LimitsHoldAtTimesPastTwoToThe32Seconds) {
+  MemoryStore store({.max_keys = 10, .shards = 1});
+  const Limit limit = Limit::PerPeriod(1, std::chrono::seconds(10));
+  // 146 years of nanoseconds, at the start of a 10 s window.
+  const int64_t late = (int64_t{1} << 62) / 10'000'000'000 * 10'000'000'000;
+  EXPECT_TRUE(store.Decide(Req("k", Algorithm::kFixedWindow, limit), FromNanos(late)).allowed);
+  for (int i = 1; i < 5; ++i) {
+    EXPECT_FALSE(
+        store
+            .Decide(Req("k", Algorithm::kFixedWindow, limit), FromNanos(late + i * 1'000'000'000LL))
+            .allowed);
+  }
+}
+
+TEST(MemoryStore, SlidingWindowLogQueriesAndImpossibleCostsCreateNoEntry) {
+  MemoryStore store({.max_keys = 2, .shards = 1});
+  const Limit limit = Limit::PerPeriod(5, std::chrono::seconds(10));
+  EXPECT_TRUE(store.Decide(Req("a", Algorithm::kSlidingWindowLog, limit), Sec(1)).allowed);
+  EXPECT_TRUE(store.Decide(Req("b", Algorithm::kSlidingWindowLog, limit), Sec(1)).allowed);
+  EXPECT_TRUE(store.Decide(Req("c", Algorithm::kSlidingWindowLog, limit, 0), Sec(1)).allowed);
+  EXPECT_FALSE(store.Decide(Req("d", Algorithm::kSlidingWindowLog, limit, 6), Sec(1)).allowed);
+  EXPECT_EQ(store.GetStats().keys, 2u);
+  EXPECT_EQ(store.GetStats().evicted, 0u);
+}
+
+TEST(MemoryStore, ABriefZeroLimitKeepsTheSlidingWindowLog) {
+  MemoryStore store({.max_keys = 10});
+  const Limit five = Limit::PerPeriod(5, std::chrono::seconds(10));
+  for (int i = 0; i < 5; ++i) {
+    EXPECT_TRUE(store.Decide(Req("k", Algorithm::kSlidingWindowLog, five), Sec(1)).allowed);
+  }
+  EXPECT_FALSE(store
+                   .Decide(Req("k", Algorithm::kSlidingWindowLog,
+                               Limit::PerPeriod(0, std::chrono::seconds(10))),
+                           Sec(2))
+                   .allowed);
+  EXPECT_FALSE(store.Decide(Req("k", Algorithm::kSlidingWindowLog, five), Sec(3)).allowed);
+}
+
+TEST(MemoryStore, ShardsShareMaxKeysExactly) {
+  MemoryStore store({.max_keys = 100, .shards = 64});
+  const Limit limit = Limit::PerPeriod(1, std::chrono::seconds(100));
+  for (int i = 0; i < 1000; ++i) {
+    store.Decide(Req("k" + std::to_string(i), Algorithm::kFixedWindow, limit), Sec(1));
+  }
+  EXPECT_EQ(store.GetStats().keys, 100u);
+}
+
+TEST(MemoryStore, ABucketPolicyChangeStartsAfreshAndWindowCountsCarryOver) {
+  MemoryStore store({.max_keys = 10});
+  const Limit before = Limit::PerPeriod(2, std::chrono::seconds(10));
+  const Limit after = Limit::PerPeriod(3, std::chrono::seconds(10));
+  for (Algorithm a : {Algorithm::kTokenBucket, Algorithm::kLeakyBucket, Algorithm::kGcra}) {
+    EXPECT_TRUE(store.Decide(Req("k", a, before, 2), Sec(1)).allowed);
+    // Token units depend on the policy; a new policy is a new state, not a misread one.
+    EXPECT_EQ(store.Decide(Req("k", a, after, 0), Sec(1)).remaining, 3u) << AlgorithmName(a);
+  }
+  EXPECT_TRUE(store.Decide(Req("k", Algorithm::kFixedWindow, before, 2), Sec(1)).allowed);
+  EXPECT_EQ(store.Decide(Req("k", Algorithm::kFixedWindow, after, 0), Sec(1)).remaining, 1u);
+}
+
+}  // namespace
+}  // namespace sluice::store
