@@ -374,7 +374,7 @@ class MemoryStore::Shard {
   uint32_t lru_tail_ = kNil;
   std::array<uint32_t, kWheelSlots> wheel_{};
   uint32_t sweeping_ = kNil;
-  Timestamp latest_{};  // the latest time a call has been decided at
+  Timestamp latest_{};         // the latest time a call has been decided at
   uint32_t wheel_second_ = 0;  // slots up to this second have been taken up
   bool wheel_started_ = false;
   uint64_t expired_ = 0;
