@@ -72,10 +72,13 @@ uint32_t ToStoreSecond(__int128 second, int64_t epoch_s) {
 uint32_t SecondOf(Timestamp now, int64_t epoch_s) {
   return ToStoreSecond(ToNanos(now) / 1'000'000'000, epoch_s);
 }
-// The first whole second at or after now + after.
+// The first whole second at or after now + after (saturating: 64-bit division is a
+// single instruction where 128-bit is a library call).
 uint32_t ExpirySecond(Timestamp now, Duration after, int64_t epoch_s) {
-  const __int128 ns = static_cast<__int128>(ToNanos(now)) + after.count();
-  return ToStoreSecond((ns + 999'999'999) / 1'000'000'000, epoch_s);
+  constexpr int64_t kMax = std::numeric_limits<int64_t>::max();
+  const int64_t t = std::max<int64_t>(ToNanos(now), 0);
+  const int64_t ns = after.count() > kMax - t ? kMax : t + after.count();
+  return ToStoreSecond(ns / 1'000'000'000 + (ns % 1'000'000'000 != 0 ? 1 : 0), epoch_s);
 }
 
 // Zeroed memory straight from the kernel: pages are mapped on first touch, so an
