@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "core/algorithm_subject.h"
 #include "core/reference_models.h"
 
 namespace sluice::core {
@@ -17,24 +18,7 @@ using std::chrono::milliseconds;
 using std::chrono::seconds;
 using testing::ModelLimiter;
 
-// One algorithm with its state, the way a store would hold it.
-class Subject {
- public:
-  Subject(Algorithm a, Limit l) : algorithm_(a), limit_(l), ring_(l.limit) {}
-  Decision Decide(int64_t now, uint64_t cost) {
-    if (algorithm_ == Algorithm::kSlidingWindowLog) {
-      return DecideSlidingWindowLog(limit_, log_, ring_, FromNanos(now), cost);
-    }
-    return DecideCompact(algorithm_, limit_, state_, FromNanos(now), cost);
-  }
-
- private:
-  Algorithm algorithm_;
-  Limit limit_;
-  CompactState state_;
-  SlidingWindowLogState log_;
-  std::vector<int64_t> ring_;
-};
+using testing::Subject;
 
 std::string Describe(const Decision& d) {
   return "allowed=" + std::to_string(d.allowed) + " limit=" + std::to_string(d.limit) +

@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include "core/algorithm_subject.h"
 #include "core/algorithms.h"
 
 namespace sluice::core {
@@ -12,24 +13,7 @@ namespace {
 
 using std::chrono::seconds;
 
-class Subject {
- public:
-  Subject(Algorithm a, Limit l)
-      : algorithm_(a), limit_(l), ring_(std::min<uint64_t>(l.limit, kMaxLogLimit)) {}
-  Decision Decide(int64_t now, uint64_t cost) {
-    if (algorithm_ == Algorithm::kSlidingWindowLog) {
-      return DecideSlidingWindowLog(limit_, log_, ring_, FromNanos(now), cost);
-    }
-    return DecideCompact(algorithm_, limit_, state_, FromNanos(now), cost);
-  }
-
- private:
-  Algorithm algorithm_;
-  Limit limit_;
-  CompactState state_;
-  SlidingWindowLogState log_;
-  std::vector<int64_t> ring_;
-};
+using testing::Subject;
 
 class EdgeCaseTest : public ::testing::TestWithParam<Algorithm> {};
 
