@@ -42,8 +42,6 @@ class Clock {
 class SteadyClock final : public Clock {
  public:
   Timestamp Now() const override;
-  // A process-wide instance; it has no state.
-  static const SteadyClock& Instance();
 };
 
 // A clock that moves only when told to: for tests and `sluice simulate`.

@@ -15,12 +15,4 @@
     }                                                                                    \
   } while (false)
 
-#ifdef NDEBUG
-#define SLUICE_DCHECK(condition) \
-  do {                           \
-  } while (false && (condition))
-#else
-#define SLUICE_DCHECK(condition) SLUICE_CHECK(condition)
-#endif
-
 #endif  // SLUICE_CORE_CHECK_H_

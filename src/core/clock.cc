@@ -7,9 +7,4 @@ Timestamp SteadyClock::Now() const {
       std::chrono::duration_cast<Duration>(std::chrono::steady_clock::now().time_since_epoch()));
 }
 
-const SteadyClock& SteadyClock::Instance() {
-  static const SteadyClock clock;
-  return clock;
-}
-
 }  // namespace sluice

@@ -400,8 +400,8 @@ MemoryStore::MemoryStore(const Options& options)
   SLUICE_CHECK(options.max_keys > 0);
   shard_count_ = std::min(shard_count_, options.max_keys);
   // Shards share max_keys exactly: the first max_keys % shards get one more.
-  shard_capacity_ = (options.max_keys + shard_count_ - 1) / shard_count_;
-  const size_t buckets = BucketsFor(shard_capacity_);
+  const size_t largest_shard = (options.max_keys + shard_count_ - 1) / shard_count_;
+  const size_t buckets = BucketsFor(largest_shard);
   const size_t entries = options.max_keys + shard_count_ * kChunk;
   SLUICE_CHECK(entries < std::numeric_limits<uint32_t>::max());
   arena_bytes_ = entries * sizeof(Entry) + shard_count_ * buckets * sizeof(uint32_t);

@@ -71,9 +71,6 @@ class MemoryStore final : public Store {
   }
 
   Stats GetStats() const;
-  size_t shard_count() const { return shard_count_; }
-  // The most keys one shard holds (shards differ by at most one).
-  size_t capacity_per_shard() const { return shard_capacity_; }
 
  private:
   class Shard;
@@ -81,7 +78,6 @@ class MemoryStore final : public Store {
 
   uint64_t seed_;
   size_t shard_count_;
-  size_t shard_capacity_;  // the largest shard's
   static constexpr int64_t kNoEpoch = -1;
   std::atomic<int64_t> epoch_s_{kNoEpoch};
   std::unique_ptr<EntryArena> entry_arena_;
