@@ -14,6 +14,8 @@
 #include <string_view>
 #include <vector>
 
+#include "config/config.h"
+#include "server/server.h"
 #include "sim/simulate.h"
 #include "sluice/limiter.h"
 
@@ -169,6 +171,58 @@ Command AddSimulate(CLI::App& root) {
   return Command{app, [flags] { return RunSimulate(*flags); }};
 }
 
+// --- sluice check-config / serve -------------------------------------------------------
+
+void PrintErrors(const std::vector<config::ConfigError>& errors) {
+  for (const config::ConfigError& e : errors) fmt::print(stderr, "{}\n", e.ToString());
+}
+
+config::LoadResult Load(const std::string& path) {
+  return path.empty()
+             ? config::LoadConfigText(config::EmbeddedQuickstart(), config::kEmbeddedQuickstartName)
+             : config::LoadConfigFile(path);
+}
+
+Command AddCheckConfig(CLI::App& root) {
+  auto path = std::make_shared<std::string>();
+  CLI::App* app = root.add_subcommand(
+      "check-config", "Validate a config file: errors as FILE:LINE:COL: message, exit 1");
+  app->add_option("file", *path, "The YAML config file")->required();
+  return Command{app, [path] {
+                   const config::LoadResult loaded = Load(*path);
+                   if (!loaded.errors.empty()) {
+                     PrintErrors(loaded.errors);
+                     return 1;
+                   }
+                   fmt::print("{}: ok ({} rules)\n", *path, loaded.config->rules.size());
+                   return 0;
+                 }};
+}
+
+Command AddServe(CLI::App& root) {
+  auto path = std::make_shared<std::string>();
+  CLI::App* app = root.add_subcommand(
+      "serve", "Run the server (without --config: the embedded quickstart config)");
+  app->add_option("--config,-c", *path, "The YAML config file");
+  return Command{app, [path] {
+                   const config::LoadResult loaded = Load(*path);
+                   if (!loaded.errors.empty()) {
+                     PrintErrors(loaded.errors);
+                     return 1;
+                   }
+                   // Before any thread starts, so every thread inherits the mask and
+                   // only the main thread's sigwait sees the signals.
+                   server::Server::BlockSignals();
+                   server::Server server(loaded.config, *path);
+                   const std::string error = server.Start();
+                   if (!error.empty()) {
+                     fmt::print(stderr, "sluice serve: {}\n", error);
+                     return 1;
+                   }
+                   return server.Run();
+                 }};
+}
+
 }  // namespace
 }  // namespace sluice
 
@@ -176,8 +230,8 @@ int main(int argc, char** argv) {
   CLI::App app{"sluice: a rate limiter", "sluice"};
   app.set_version_flag("--version", "sluice " SLUICE_VERSION);
   app.require_subcommand(0, 1);
-  // One entry per subcommand; serve and check-config will join simulate here.
-  const std::vector<sluice::Command> commands = {sluice::AddSimulate(app)};
+  const std::vector<sluice::Command> commands = {sluice::AddServe(app), sluice::AddCheckConfig(app),
+                                                 sluice::AddSimulate(app)};
 
   CLI11_PARSE(app, argc, argv);
   for (const sluice::Command& command : commands) {

@@ -18,6 +18,7 @@
 #include <string_view>
 #include <vector>
 
+#include "core/units.h"
 #include "sluice/clock.h"
 #include "sluice/limiter.h"
 
@@ -42,16 +43,10 @@ enum class Pattern : uint8_t {
 std::string_view PatternName(Pattern pattern);
 std::optional<Pattern> ParsePattern(std::string_view name);
 
-// An integer count followed by a unit: ns, us, ms, s, m, h or d ("500ms", "10s", "1d").
-// nullopt for anything else: empty, a sign, a fraction, spaces, no or an unknown unit,
-// or more nanoseconds than a Duration holds. "0s" parses; callers that need a positive
-// duration check for it.
-std::optional<Duration> ParseDuration(std::string_view text);
-// The inverse of ParseDuration for non-negative durations, in the largest unit that
-// divides it exactly ("1500ms", "2m", "0s").
-std::string FormatDuration(Duration duration);
-// A plain decimal count ("0", "42"): no sign, base prefix, spaces or overflow.
-std::optional<uint64_t> ParseCount(std::string_view text);
+// Kept under sim:: for the simulator's callers; they live in core/units.h.
+using ::sluice::FormatDuration;
+using ::sluice::ParseCount;
+using ::sluice::ParseDuration;
 
 // What to simulate. Rows are buckets of `bucket` width from time 0; the last one is
 // shorter when `duration` is not a multiple of `bucket`.

@@ -1,0 +1,385 @@
+#include "gate/gate.h"
+
+#include <xxhash.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "core/check.h"
+
+namespace sluice::gate {
+namespace {
+
+using config::KeyPartKind;
+
+// Separates the rule name from the client key in a store key; rule names cannot
+// contain it, so two rules never share state.
+constexpr char kRuleSeparator = '\x1f';
+constexpr char kPartSeparator = '|';
+
+std::string_view Trim(std::string_view s) {
+  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
+  return s;
+}
+
+bool EqualsIgnoreCase(std::string_view a, std::string_view b) {
+  if (a.size() != b.size()) return false;
+  for (size_t i = 0; i < a.size(); ++i) {
+    char x = a[i], y = b[i];
+    if (x >= 'A' && x <= 'Z') x = static_cast<char>(x + 32);
+    if (y >= 'A' && y <= 'Z') y = static_cast<char>(y + 32);
+    if (x != y) return false;
+  }
+  return true;
+}
+
+// The Host header without its port ("Example.com:8080" -> "Example.com").
+std::string_view HostOf(const http::Request& request) {
+  std::optional<std::string_view> host = request.FindHeader("host");
+  if (!host) return {};
+  std::string_view h = Trim(*host);
+  if (!h.empty() && h.front() == '[') {  // [v6]:port
+    const size_t close = h.find(']');
+    return close == std::string_view::npos ? h : h.substr(0, close + 1);
+  }
+  const size_t colon = h.rfind(':');
+  return colon == std::string_view::npos ? h : h.substr(0, colon);
+}
+
+std::optional<std::string_view> QueryParam(std::string_view query, std::string_view name) {
+  while (!query.empty()) {
+    const size_t amp = query.find('&');
+    const std::string_view pair = query.substr(0, amp);
+    const size_t eq = pair.find('=');
+    if (pair.substr(0, eq) == name) {
+      return eq == std::string_view::npos ? std::string_view{} : pair.substr(eq + 1);
+    }
+    if (amp == std::string_view::npos) break;
+    query.remove_prefix(amp + 1);
+  }
+  return std::nullopt;
+}
+
+// An X-Forwarded-For element: an address, possibly with a port ("1.2.3.4:80",
+// "[2001:db8::1]:443") as some proxies write it.
+std::optional<net::IpAddress> ParseForwardedAddress(std::string_view text) {
+  text = Trim(text);
+  if (auto address = net::IpAddress::Parse(text)) return address;
+  if (!text.empty() && text.front() == '[') {
+    const size_t close = text.find(']');
+    if (close != std::string_view::npos) return net::IpAddress::Parse(text.substr(1, close - 1));
+    return std::nullopt;
+  }
+  const size_t colon = text.find(':');
+  if (colon != std::string_view::npos && text.find(':', colon + 1) == std::string_view::npos) {
+    return net::IpAddress::Parse(text.substr(0, colon));
+  }
+  return std::nullopt;
+}
+
+bool RuleMatches(const config::Rule& rule, const http::Request& request) {
+  if (!rule.path_prefix.empty() && !request.path.starts_with(rule.path_prefix)) return false;
+  if (!rule.methods.empty() &&
+      std::find(rule.methods.begin(), rule.methods.end(), request.method) == rule.methods.end()) {
+    return false;
+  }
+  if (!rule.hosts.empty()) {
+    const std::string_view host = HostOf(request);
+    if (std::none_of(rule.hosts.begin(), rule.hosts.end(),
+                     [host](const std::string& h) { return EqualsIgnoreCase(h, host); })) {
+      return false;
+    }
+  }
+  return true;
+}
+
+uint64_t HashClient(std::string_view text) { return XXH3_64bits(text.data(), text.size()); }
+
+}  // namespace
+
+std::shared_ptr<const Policy> Policy::Compile(std::shared_ptr<const config::Config> config,
+                                              metrics::Registry& registry) {
+  auto policy = std::make_shared<Policy>();
+  policy->config_ = std::move(config);
+  for (const config::Rule& rule : policy->config_->rules) {
+    CompiledRule compiled;
+    compiled.rule = &rule;
+    compiled.metric_slot = registry.RuleSlot(rule.name);
+    for (const config::Override& o : rule.overrides) compiled.overrides.emplace(o.key, o.limit);
+    policy->rules_.push_back(std::move(compiled));
+  }
+  return policy;
+}
+
+void Evaluation::Clear() {
+  verdict = Verdict::kAllow;
+  results.clear();
+  keys.clear();
+  deciding = nullptr;
+  retry_after = Duration(0);
+  hold_for = Duration(0);
+  allow_listed = false;
+  client_ip_hash = 0;
+}
+
+net::IpAddress ResolveClientIp(const net::CidrList& trusted_proxies, const http::Request& request) {
+  net::IpAddress client = *request.peer;
+  if (trusted_proxies.empty() || !trusted_proxies.Contains(client)) return client;
+  // Walk X-Forwarded-For from the right (the hop nearest to us), over every header
+  // line in order, skipping addresses of trusted proxies. The first untrusted address
+  // is the client; an element that is not an address stops the walk, and the last
+  // trusted hop stands (nothing to its left can be believed).
+  const http::Header* headers = request.headers.data();
+  for (size_t h = request.headers.size(); h-- > 0;) {
+    if (!EqualsIgnoreCase(headers[h].name, "x-forwarded-for")) continue;
+    std::string_view list = headers[h].value;
+    while (true) {
+      const size_t comma = list.rfind(',');
+      const std::string_view element =
+          comma == std::string_view::npos ? list : list.substr(comma + 1);
+      if (!Trim(element).empty()) {
+        const std::optional<net::IpAddress> address = ParseForwardedAddress(element);
+        if (!address) return client;
+        client = *address;
+        if (!trusted_proxies.Contains(client)) return client;
+      }
+      if (comma == std::string_view::npos) break;
+      list = list.substr(0, comma);
+    }
+  }
+  return client;
+}
+
+void Evaluator::DecideOne(RuleResult& result, std::string_view key, Timestamp now) {
+  struct Capture final : Store::Completion {
+    Decision decision;
+    bool done = false;
+    void OnDecision(const Decision& d) override {
+      decision = d;
+      done = true;
+    }
+  } capture;
+  const config::Rule& rule = *result.rule->rule;
+  StoreRequest request{key, rule.algorithm, result.limit, 1};
+  store_.Decide(request, now, capture);
+  // The memory store answers at once; an asynchronous store (Redis) will need the
+  // request to be parked here, as delay rules already are.
+  SLUICE_CHECK(capture.done);
+  metrics_.store_operations_ok.Add();
+  result.decision = capture.decision;
+}
+
+void Evaluator::Evaluate(const Policy& policy, const http::Request& request, Timestamp now,
+                         Evaluation& out) {
+  out.Clear();
+  const config::Config& config = policy.config();
+  out.client_ip = ResolveClientIp(config.trusted_proxies, request);
+  {
+    const auto& b = out.client_ip.bytes();
+    out.client_ip_hash = XXH3_64bits(b.data(), b.size());
+  }
+  if (config.deny.Contains(out.client_ip)) {
+    out.verdict = Verdict::kDenied;
+    metrics_.CountRequest(metrics::kSlotAccessDeny, metrics::Outcome::kDenied);
+    return;
+  }
+  if (config.allow.Contains(out.client_ip)) {
+    out.allow_listed = true;
+    metrics_.CountRequest(metrics::kSlotAccessAllow, metrics::Outcome::kAllowed);
+    return;
+  }
+
+  char ip_text[net::IpAddress::kMaxTextLength];
+  size_t ip_length = 0;
+  for (const CompiledRule& compiled : policy.rules()) {
+    const config::Rule& rule = *compiled.rule;
+    if (!RuleMatches(rule, request)) continue;
+
+    // The client key: the parts' values joined with '|'.
+    client_key_.clear();
+    bool missing = false;
+    for (size_t i = 0; i < rule.key.size(); ++i) {
+      if (i > 0) client_key_ += kPartSeparator;
+      const config::KeyPart& part = rule.key[i];
+      std::optional<std::string_view> value;
+      switch (part.kind) {
+        case KeyPartKind::kIp:
+          if (ip_length == 0) ip_length = out.client_ip.Format(ip_text);
+          value = std::string_view(ip_text, ip_length);
+          break;
+        case KeyPartKind::kHeader:
+          value = request.FindHeader(part.name);
+          if (value) value = Trim(*value);
+          break;
+        case KeyPartKind::kAuthorization:
+          // The credentials: what follows the scheme ("Bearer <token>").
+          if ((value = request.FindHeader("authorization"))) {
+            std::string_view v = Trim(*value);
+            const size_t space = v.find(' ');
+            value = space == std::string_view::npos ? v : Trim(v.substr(space + 1));
+          }
+          break;
+        case KeyPartKind::kPath:
+          value = request.path;
+          break;
+        case KeyPartKind::kMethod:
+          value = request.method;
+          break;
+        case KeyPartKind::kHost:
+          value = HostOf(request);
+          break;
+        case KeyPartKind::kQuery:
+          value = QueryParam(request.query, part.name);
+          break;
+      }
+      if (!value || value->empty()) {
+        missing = true;
+        continue;
+      }
+      client_key_.append(*value);
+    }
+
+    RuleResult& result = out.results.emplace_back();
+    result.rule = &compiled;
+    result.limit = rule.limit;
+    if (missing) {
+      if (rule.on_missing_key == config::OnMissingKey::kSkip) {
+        out.results.pop_back();
+        continue;
+      }
+      if (rule.on_missing_key == config::OnMissingKey::kReject) {
+        result.outcome = metrics::Outcome::kMissingKey;
+        metrics_.CountRequest(compiled.metric_slot, result.outcome);
+        out.verdict = Verdict::kMissingKey;
+        out.deciding = &result;
+        // Later rules are not charged for a request that is refused anyway.
+        return;
+      }
+      // anonymous: every client without a key shares one counter.
+      client_key_.assign("\x01anonymous");
+    }
+    if (!compiled.overrides.empty()) {
+      const auto it = compiled.overrides.find(std::string_view(client_key_));
+      if (it != compiled.overrides.end()) result.limit = it->second;
+    }
+    result.client_hash = HashClient(client_key_);
+    result.key_offset = out.keys.size();
+    out.keys.append(rule.name);
+    out.keys += kRuleSeparator;
+    out.keys.append(client_key_);
+    result.key_length = out.keys.size() - result.key_offset;
+  }
+
+  for (RuleResult& result : out.results) {
+    DecideOne(result, out.KeyOf(result), now);
+    const config::Rule& rule = *result.rule->rule;
+    if (result.decision.allowed) {
+      result.outcome = metrics::Outcome::kAllowed;
+    } else if (rule.action == config::Action::kShadow) {
+      result.outcome = metrics::Outcome::kShadowLimited;
+    } else if (rule.action == config::Action::kDelay &&
+               result.decision.retry_after <= rule.max_delay) {
+      result.pending_delay = true;
+    } else {
+      result.outcome = metrics::Outcome::kLimited;
+    }
+  }
+  Conclude(out, Duration(0));
+}
+
+void Evaluator::Recheck(Evaluation& held, Timestamp now, Duration waited) {
+  for (RuleResult& result : held.results) {
+    if (!result.pending_delay) continue;
+    DecideOne(result, held.KeyOf(result), now);
+    if (result.decision.allowed) {
+      result.pending_delay = false;
+      result.outcome = metrics::Outcome::kDelayed;
+    } else if (waited + result.decision.retry_after > result.rule->rule->max_delay) {
+      result.pending_delay = false;
+      result.outcome = metrics::Outcome::kLimited;
+    }
+  }
+  Conclude(held, waited);
+}
+
+void Evaluator::Conclude(Evaluation& out, Duration waited) {
+  out.verdict = Verdict::kAllow;
+  out.deciding = nullptr;
+  out.retry_after = Duration(0);
+  out.hold_for = Duration(0);
+  bool pending = false;
+  for (const RuleResult& result : out.results) {
+    if (result.outcome == metrics::Outcome::kLimited) {
+      out.verdict = Verdict::kLimited;
+      if (out.deciding == nullptr) out.deciding = &result;
+      out.retry_after = std::max(out.retry_after, result.decision.retry_after);
+    } else if (result.pending_delay) {
+      pending = true;
+      out.hold_for = std::max(out.hold_for, result.decision.retry_after);
+    }
+  }
+  // A request that is refused by one rule is not held for another.
+  if (out.verdict != Verdict::kLimited && pending) {
+    out.verdict = Verdict::kHold;
+    return;
+  }
+  for (RuleResult& result : out.results) {
+    if (result.pending_delay) {  // refused anyway: the delay rule's wait is moot
+      result.pending_delay = false;
+      result.outcome = metrics::Outcome::kLimited;
+      out.retry_after = std::max(out.retry_after, result.decision.retry_after);
+    }
+    metrics_.CountRequest(result.rule->metric_slot, result.outcome);
+  }
+  if (out.results.empty()) metrics_.CountRequest(metrics::kSlotNoRule, metrics::Outcome::kAllowed);
+}
+
+int64_t CeilSeconds(Duration d) {
+  const int64_t ns = std::chrono::nanoseconds(d).count();
+  if (ns <= 0) return 0;
+  return ns / 1'000'000'000 + (ns % 1'000'000'000 != 0 ? 1 : 0);
+}
+
+void AppendRateLimitHeaders(const Evaluation& evaluation, bool legacy, std::string& out) {
+  if (evaluation.results.empty()) return;
+  // RFC 9651 lists of items: a string (the rule name, which config restricts to
+  // characters that need no escaping) with integer parameters.
+  char buffer[160];
+  out.append("RateLimit-Policy: ");
+  bool first = true;
+  for (const RuleResult& r : evaluation.results) {
+    if (r.outcome == metrics::Outcome::kMissingKey) continue;
+    const int n =
+        snprintf(buffer, sizeof(buffer), "%s\"%s\";q=%llu;w=%lld", first ? "" : ", ",
+                 r.rule->rule->name.c_str(), static_cast<unsigned long long>(r.limit.limit),
+                 static_cast<long long>(std::max<int64_t>(1, CeilSeconds(r.limit.period))));
+    out.append(buffer, static_cast<size_t>(n));
+    first = false;
+  }
+  out.append("\r\nRateLimit: ");
+  first = true;
+  const RuleResult* tightest = nullptr;
+  for (const RuleResult& r : evaluation.results) {
+    if (r.outcome == metrics::Outcome::kMissingKey) continue;
+    const int n =
+        snprintf(buffer, sizeof(buffer), "%s\"%s\";r=%llu;t=%lld", first ? "" : ", ",
+                 r.rule->rule->name.c_str(), static_cast<unsigned long long>(r.decision.remaining),
+                 static_cast<long long>(CeilSeconds(r.decision.reset_after)));
+    out.append(buffer, static_cast<size_t>(n));
+    first = false;
+    if (tightest == nullptr || r.decision.remaining < tightest->decision.remaining) tightest = &r;
+  }
+  out.append("\r\n");
+  if (legacy && tightest != nullptr) {
+    const int n = snprintf(buffer, sizeof(buffer),
+                           "X-RateLimit-Limit: %llu\r\nX-RateLimit-Remaining: %llu\r\n"
+                           "X-RateLimit-Reset: %lld\r\n",
+                           static_cast<unsigned long long>(tightest->limit.limit),
+                           static_cast<unsigned long long>(tightest->decision.remaining),
+                           static_cast<long long>(CeilSeconds(tightest->decision.reset_after)));
+    out.append(buffer, static_cast<size_t>(n));
+  }
+}
+
+}  // namespace sluice::gate

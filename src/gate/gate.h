@@ -1,0 +1,123 @@
+// The gate: what happens to a request between its parsed head and its answer.
+// Access lists, client identity, rule matching, one limiter decision per matching
+// rule, and the verdict with the RateLimit fields that go on the answer.
+//
+// A Policy is compiled once from a Config (rule lookups, override tables, metric
+// slots, the RateLimit-Policy text) and shared read-only by every worker; a reload
+// builds a new one. An Evaluator belongs to one worker and keeps the scratch space a
+// request needs, so a decision allocates nothing once warm.
+//
+// Thread-safety: a const Policy from any thread; an Evaluator from its owner only.
+#ifndef SLUICE_GATE_GATE_H_
+#define SLUICE_GATE_GATE_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include "config/config.h"
+#include "http/server_connection.h"
+#include "metrics/metrics.h"
+#include "sluice/decision.h"
+#include "sluice/store.h"
+
+namespace sluice::gate {
+
+struct StringHash {
+  using is_transparent = void;
+  size_t operator()(std::string_view s) const noexcept { return std::hash<std::string_view>{}(s); }
+};
+
+struct CompiledRule {
+  const config::Rule* rule = nullptr;  // owned by Policy::config
+  size_t metric_slot = 0;
+  // Effective limits by client key (the '|'-joined raw parts).
+  std::unordered_map<std::string, Limit, StringHash, std::equal_to<>> overrides;
+};
+
+class Policy {
+ public:
+  static std::shared_ptr<const Policy> Compile(std::shared_ptr<const config::Config> config,
+                                               metrics::Registry& registry);
+  const config::Config& config() const { return *config_; }
+  const std::vector<CompiledRule>& rules() const { return rules_; }
+
+ private:
+  std::shared_ptr<const config::Config> config_;
+  std::vector<CompiledRule> rules_;
+};
+
+// One matching rule's part in a request.
+struct RuleResult {
+  const CompiledRule* rule = nullptr;
+  Limit limit;  // after overrides
+  Decision decision;
+  metrics::Outcome outcome = metrics::Outcome::kAllowed;
+  bool pending_delay = false;  // a delay rule that must be asked again later
+  size_t key_offset = 0;       // the store key in Evaluation::keys
+  size_t key_length = 0;
+  uint64_t client_hash = 0;  // of the raw client key, for logs
+};
+
+enum class Verdict {
+  kAllow,       // every matching rule passed (or only shadow rules were over)
+  kLimited,     // 429
+  kDenied,      // access.deny: 403
+  kMissingKey,  // a rule with on_missing_key: reject had no key: 400
+  kHold,        // delay rules over their limit but within max_delay: ask again later
+};
+
+struct Evaluation {
+  Verdict verdict = Verdict::kAllow;
+  std::vector<RuleResult> results;       // matching rules, in config order
+  std::string keys;                      // store keys of all results, back to back
+  const RuleResult* deciding = nullptr;  // the first rule that limited (or lacked a key)
+  Duration retry_after{0};               // kLimited: until every limiting rule allows
+  Duration hold_for{0};                  // kHold: until the next try
+  bool allow_listed = false;
+  net::IpAddress client_ip;
+  uint64_t client_ip_hash = 0;
+
+  std::string_view KeyOf(const RuleResult& r) const {
+    return {keys.data() + r.key_offset, r.key_length};
+  }
+  void Clear();
+};
+
+// The client address: the socket peer, or, when the peer is a trusted proxy, the
+// right-most X-Forwarded-For address that is not one.
+net::IpAddress ResolveClientIp(const net::CidrList& trusted_proxies, const http::Request& request);
+
+class Evaluator {
+ public:
+  Evaluator(Store& store, metrics::WorkerMetrics& metrics) : store_(store), metrics_(metrics) {}
+
+  // Decides `request` under `policy` at `now` into `out` (cleared first).
+  void Evaluate(const Policy& policy, const http::Request& request, Timestamp now, Evaluation& out);
+  // Asks the pending delay rules of a held evaluation again. `waited` is how long the
+  // request has been held so far; a rule whose next chance lies beyond its
+  // max_delay_ms turns the verdict into kLimited.
+  void Recheck(Evaluation& held, Timestamp now, Duration waited);
+
+ private:
+  void DecideOne(RuleResult& result, std::string_view key, Timestamp now);
+  void Conclude(Evaluation& out, Duration waited);
+
+  Store& store_;
+  metrics::WorkerMetrics& metrics_;
+  std::string client_key_;  // scratch
+};
+
+// The IETF RateLimit-Policy and RateLimit fields (and the legacy X-RateLimit-* ones
+// when asked) for the rules a request matched, as header lines appended to `out`.
+void AppendRateLimitHeaders(const Evaluation& evaluation, bool legacy, std::string& out);
+
+// Whole seconds, rounded up (Retry-After, the t and w parameters).
+int64_t CeilSeconds(Duration d);
+
+}  // namespace sluice::gate
+
+#endif  // SLUICE_GATE_GATE_H_

@@ -1,0 +1,639 @@
+#include "http/server_connection.h"
+
+#include <errno.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <ctime>
+
+#include "core/check.h"
+
+namespace sluice::http {
+namespace {
+
+constexpr size_t kInitialReadBuffer = 8192;
+constexpr size_t kReadChunk = 8192;
+// Stop reading while this much output waits for a client that does not read.
+constexpr size_t kMaxPendingOutput = 1 << 20;
+// One event reads at most this much before other connections get their turn.
+constexpr int kMaxReadsPerEvent = 8;
+
+std::string_view ReasonPhrase(int status) {
+  switch (status) {
+    case 100:
+      return "Continue";
+    case 200:
+      return "OK";
+    case 204:
+      return "No Content";
+    case 400:
+      return "Bad Request";
+    case 401:
+      return "Unauthorized";
+    case 403:
+      return "Forbidden";
+    case 404:
+      return "Not Found";
+    case 405:
+      return "Method Not Allowed";
+    case 408:
+      return "Request Timeout";
+    case 413:
+      return "Content Too Large";
+    case 429:
+      return "Too Many Requests";
+    case 431:
+      return "Request Header Fields Too Large";
+    case 500:
+      return "Internal Server Error";
+    case 502:
+      return "Bad Gateway";
+    case 503:
+      return "Service Unavailable";
+    case 504:
+      return "Gateway Timeout";
+    default:
+      return "Unknown";
+  }
+}
+
+bool EqualsIgnoreCase(std::string_view a, std::string_view b) {
+  if (a.size() != b.size()) return false;
+  for (size_t i = 0; i < a.size(); ++i) {
+    char x = a[i], y = b[i];
+    if (x >= 'A' && x <= 'Z') x = static_cast<char>(x + 32);
+    if (y >= 'A' && y <= 'Z') y = static_cast<char>(y + 32);
+    if (x != y) return false;
+  }
+  return true;
+}
+
+// A request id is echoed into our response and logs, so only a plain token is kept.
+bool IsUsableRequestId(std::string_view id) {
+  if (id.empty() || id.size() > 128) return false;
+  for (char c : id) {
+    const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                    c == '-' || c == '_' || c == '.' || c == ':' || c == '/' || c == '+' ||
+                    c == '=';
+    if (!ok) return false;
+  }
+  return true;
+}
+
+// "Date: Sun, 22 Nov 2026 10:00:00 GMT\r\n", formatted once per second per thread.
+std::string_view DateHeader() {
+  thread_local time_t cached_second = -1;
+  thread_local char line[64];
+  thread_local size_t length = 0;
+  const time_t now = time(nullptr);
+  if (now != cached_second) {
+    cached_second = now;
+    tm utc;
+    gmtime_r(&now, &utc);
+    length = strftime(line, sizeof(line), "Date: %a, %d %b %Y %H:%M:%S GMT\r\n", &utc);
+  }
+  return {line, length};
+}
+
+char* AppendDecimal(char* out, uint64_t value) {
+  char digits[20];
+  int n = 0;
+  do {
+    digits[n++] = static_cast<char>('0' + value % 10);
+    value /= 10;
+  } while (value != 0);
+  while (n > 0) *out++ = digits[--n];
+  return out;
+}
+
+ServerConnection* Self(http_parser* parser) { return static_cast<ServerConnection*>(parser->data); }
+
+}  // namespace
+
+std::optional<std::string_view> Request::FindHeader(std::string_view name) const {
+  for (const Header& header : headers) {
+    if (EqualsIgnoreCase(header.name, name)) return header.value;
+  }
+  return std::nullopt;
+}
+
+void RequestIdSource::Generate(char* out) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  // seed (per worker, random) then a counter: unique within a process, and across
+  // processes with high probability.
+  const uint64_t parts[2] = {seed_, ++counter_};
+  for (int p = 0; p < 2; ++p) {
+    for (int i = 0; i < 16; ++i) out[p * 16 + i] = kHex[(parts[p] >> (60 - 4 * i)) & 0xf];
+  }
+}
+
+// --- TimeoutList ----------------------------------------------------------------------
+
+void TimeoutList::Append(ServerConnection* c) {
+  c->timeout_list_ = this;
+  c->timeout_prev_ = tail_;
+  c->timeout_next_ = nullptr;
+  if (tail_ != nullptr) {
+    tail_->timeout_next_ = c;
+  } else {
+    head_ = c;
+  }
+  tail_ = c;
+}
+
+void TimeoutList::Remove(ServerConnection* c) {
+  if (c->timeout_prev_ != nullptr) {
+    c->timeout_prev_->timeout_next_ = c->timeout_next_;
+  } else {
+    head_ = c->timeout_next_;
+  }
+  if (c->timeout_next_ != nullptr) {
+    c->timeout_next_->timeout_prev_ = c->timeout_prev_;
+  } else {
+    tail_ = c->timeout_prev_;
+  }
+  c->timeout_list_ = nullptr;
+  c->timeout_prev_ = c->timeout_next_ = nullptr;
+}
+
+void TimeoutList::Expire(int64_t now_ns) {
+  while (head_ != nullptr && head_->deadline_ns_ <= now_ns) {
+    ServerConnection* c = head_;
+    Remove(c);
+    c->OnDeadline();
+  }
+}
+
+// --- ServerConnection -----------------------------------------------------------------
+
+const http_parser_settings ServerConnection::kSettings = [] {
+  http_parser_settings settings;
+  http_parser_settings_init(&settings);
+  settings.on_message_begin = &ServerConnection::OnMessageBegin;
+  settings.on_url = &ServerConnection::OnUrl;
+  settings.on_header_field = &ServerConnection::OnHeaderField;
+  settings.on_header_value = &ServerConnection::OnHeaderValue;
+  settings.on_headers_complete = &ServerConnection::OnHeadersComplete;
+  settings.on_body = &ServerConnection::OnBody;
+  settings.on_message_complete = &ServerConnection::OnMessageComplete;
+  return settings;
+}();
+
+ServerConnection::ServerConnection(net::EventLoop& loop, int fd, const net::IpAddress& peer,
+                                   RequestHandler& handler, RequestIdSource& ids,
+                                   const ProtocolLimits& limits, ConnectionTimeouts& timeouts)
+    : loop_(loop),
+      fd_(fd),
+      peer_(peer),
+      handler_(handler),
+      ids_(ids),
+      limits_(limits),
+      timeouts_(timeouts) {
+  http_parser_init(&parser_, HTTP_REQUEST);
+  parser_.data = this;
+  in_.resize(kInitialReadBuffer);
+}
+
+ServerConnection::~ServerConnection() {
+  if (!closed_) {
+    DisarmDeadline();
+    loop_.Remove(fd_);
+    close(fd_);
+  }
+}
+
+void ServerConnection::Start() {
+  interest_ = EPOLLIN;
+  loop_.Add(fd_, interest_, this);
+  ArmDeadline(timeouts_.header, limits_.header_timeout);
+}
+
+void ServerConnection::ArmDeadline(TimeoutList& list, Duration timeout) {
+  DisarmDeadline();
+  deadline_ns_ = ToNanos(loop_.now()) + std::chrono::nanoseconds(timeout).count();
+  deadline_is_header_ = &list == &timeouts_.header;
+  list.Append(this);
+}
+
+void ServerConnection::DisarmDeadline() {
+  if (timeout_list_ != nullptr) timeout_list_->Remove(this);
+}
+
+void ServerConnection::OnDeadline() {
+  if (closed_) return;
+  // A head that did not arrive in time (also on a new connection that sent nothing),
+  // or a body that stopped coming before it was answered: 408. An idle keep-alive
+  // connection, or one whose answer is out and whose body stalled: just close.
+  if (deadline_is_header_ || (phase_ == Phase::kBody && !answered_ && !held_)) {
+    FailProtocol(408);
+    return;
+  }
+  Close();
+}
+
+void ServerConnection::OnIoEvent(uint32_t events) {
+  in_io_event_ = true;
+  if (events & (EPOLLERR | EPOLLHUP)) {
+    in_io_event_ = false;
+    Close();
+    return;
+  }
+  if (events & EPOLLIN) ReadAvailable();
+  if (!closed_) Flush();
+  in_io_event_ = false;
+  if (!closed_) UpdateInterest();
+}
+
+bool ServerConnection::EnsureReadRoom() {
+  if (in_end_ < in_.size()) return true;
+  if (in_keep_ > 0) {
+    const size_t delta = in_keep_;
+    std::memmove(in_.data(), in_.data() + delta, in_end_ - delta);
+    in_end_ -= delta;
+    in_parsed_ -= delta;
+    in_keep_ = 0;
+    head_start_ = head_start_ >= delta ? head_start_ - delta : 0;
+    if (phase_ == Phase::kHead) {
+      url_.offset -= delta;
+      for (size_t i = 0; i < header_count_; ++i) {
+        header_spans_[i].name.offset -= delta;
+        header_spans_[i].value.offset -= delta;
+      }
+    }
+    return true;
+  }
+  const size_t max_size = limits_.max_header_bytes + kReadChunk;
+  if (in_.size() < max_size) {
+    in_.resize(std::min(max_size, in_.size() * 2));
+    return true;
+  }
+  return false;
+}
+
+void ServerConnection::ReadAvailable() {
+  for (int i = 0; i < kMaxReadsPerEvent && !closed_ && !close_after_write_; ++i) {
+    if (out_.size() - out_sent_ > kMaxPendingOutput) return;
+    if (!EnsureReadRoom()) {
+      if (phase_ == Phase::kHead) FailProtocol(431);
+      return;  // held with a full buffer: wait for the response
+    }
+    const ssize_t n = read(fd_, in_.data() + in_end_, in_.size() - in_end_);
+    if (n > 0) {
+      in_end_ += static_cast<size_t>(n);
+      Parse();
+      if (static_cast<size_t>(n) < kReadChunk / 2) return;  // likely drained
+      continue;
+    }
+    if (n == 0) {
+      // The client closed its side. A complete request still being answered (held)
+      // gets its answer; anything else ends here after what is ready is written.
+      close_after_write_ = true;
+      if (!(phase_ == Phase::kDone && held_)) {
+        Flush();
+        Close();
+      }
+      return;
+    }
+    if (errno == EAGAIN || errno == EWOULDBLOCK) return;
+    if (errno == EINTR) continue;
+    Close();
+    return;
+  }
+}
+
+void ServerConnection::Parse() {
+  while (!closed_) {
+    if (phase_ == Phase::kDone) {
+      if (!answered_) return;  // held: pipelined requests wait
+      NextMessage();
+      if (close_after_write_) return;
+    }
+    if (in_parsed_ == in_end_) return;
+    if (out_.size() - out_sent_ > kMaxPendingOutput) return;
+    if (phase_ == Phase::kIdle) {
+      phase_ = Phase::kHead;
+      head_start_ = in_parsed_;
+      in_keep_ = in_parsed_;
+      ArmDeadline(timeouts_.header, limits_.header_timeout);
+    }
+    const size_t n =
+        http_parser_execute(&parser_, &kSettings, in_.data() + in_parsed_, in_end_ - in_parsed_);
+    in_parsed_ += n;
+    const http_errno error = HTTP_PARSER_ERRNO(&parser_);
+    if (error == HPE_PAUSED) {
+      http_parser_pause(&parser_, 0);
+      if (phase_ == Phase::kHead) {
+        Dispatch();  // head complete
+      } else if (phase_ == Phase::kBody) {
+        phase_ = Phase::kDone;
+        if (answered_) out_ready_ = out_.size();
+      }
+      continue;
+    }
+    if (error != HPE_OK) {
+      if (head_too_large_ || error == HPE_HEADER_OVERFLOW) {
+        FailProtocol(431);
+      } else if (body_too_large_) {
+        FailProtocol(413);
+      } else {
+        FailProtocol(400);
+      }
+      return;
+    }
+    if (phase_ == Phase::kHead && in_parsed_ - head_start_ > limits_.max_header_bytes) {
+      FailProtocol(431);
+      return;
+    }
+    if (phase_ == Phase::kBody) in_keep_ = in_parsed_;  // body bytes are not kept
+  }
+}
+
+void ServerConnection::NextMessage() {
+  phase_ = Phase::kIdle;
+  answered_ = false;
+  header_count_ = 0;
+  url_ = {};
+  body_bytes_ = 0;
+  last_was_value_ = false;
+  too_many_headers_ = false;
+  request_id_length_ = 0;
+  in_keep_ = in_parsed_;
+  if (in_parsed_ == in_end_) in_keep_ = in_parsed_ = in_end_ = 0;
+  if (!keep_alive_ || draining_) {
+    close_after_write_ = true;
+    DisarmDeadline();
+    return;
+  }
+  ArmDeadline(timeouts_.idle, limits_.idle_timeout);
+}
+
+int ServerConnection::OnMessageBegin(http_parser* parser) { return 0; }
+
+int ServerConnection::OnUrl(http_parser* parser, const char* at, size_t length) {
+  ServerConnection* self = Self(parser);
+  const size_t offset = static_cast<size_t>(at - self->in_.data());
+  if (self->url_.length == 0) self->url_.offset = offset;
+  self->url_.length = offset + length - self->url_.offset;
+  if (offset + length - self->head_start_ > self->limits_.max_header_bytes) {
+    self->head_too_large_ = true;
+    return 1;
+  }
+  return 0;
+}
+
+int ServerConnection::OnHeaderField(http_parser* parser, const char* at, size_t length) {
+  ServerConnection* self = Self(parser);
+  const size_t offset = static_cast<size_t>(at - self->in_.data());
+  if (offset + length - self->head_start_ > self->limits_.max_header_bytes) {
+    self->head_too_large_ = true;
+    return 1;
+  }
+  if (self->last_was_value_ || self->header_count_ == 0) {
+    if (self->header_count_ == self->header_spans_.size()) {
+      self->head_too_large_ = true;  // too many header fields: 431 as well
+      return 1;
+    }
+    self->header_spans_[self->header_count_++] = {{offset, length}, {offset + length, 0}};
+    self->last_was_value_ = false;
+    return 0;
+  }
+  Span& name = self->header_spans_[self->header_count_ - 1].name;
+  name.length = offset + length - name.offset;
+  return 0;
+}
+
+int ServerConnection::OnHeaderValue(http_parser* parser, const char* at, size_t length) {
+  ServerConnection* self = Self(parser);
+  const size_t offset = static_cast<size_t>(at - self->in_.data());
+  if (offset + length - self->head_start_ > self->limits_.max_header_bytes) {
+    self->head_too_large_ = true;
+    return 1;
+  }
+  Span& value = self->header_spans_[self->header_count_ - 1].value;
+  if (!self->last_was_value_) value.offset = offset;
+  value.length = offset + length - value.offset;
+  self->last_was_value_ = true;
+  return 0;
+}
+
+int ServerConnection::OnHeadersComplete(http_parser* parser) {
+  http_parser_pause(parser, 1);
+  return 0;
+}
+
+int ServerConnection::OnBody(http_parser* parser, const char* at, size_t length) {
+  ServerConnection* self = Self(parser);
+  self->body_bytes_ += length;
+  if (self->body_bytes_ > self->limits_.max_body_bytes) {
+    self->body_too_large_ = true;
+    return 1;
+  }
+  return 0;
+}
+
+int ServerConnection::OnMessageComplete(http_parser* parser) {
+  http_parser_pause(parser, 1);
+  return 0;
+}
+
+void ServerConnection::Dispatch() {
+  phase_ = Phase::kBody;
+  ArmDeadline(timeouts_.idle, limits_.idle_timeout);  // a slow body is an idle client
+  const char* base = in_.data();
+  Request request;
+  request.method = http_method_str(static_cast<http_method>(parser_.method));
+  request.head_method = parser_.method == HTTP_HEAD;
+  head_method_ = request.head_method;
+  request.target = {base + url_.offset, url_.length};
+  const size_t question = request.target.find('?');
+  request.path = request.target.substr(0, question);
+  if (question != std::string_view::npos) request.query = request.target.substr(question + 1);
+  request.version_minor = parser_.http_minor;
+  version_1_0_ = parser_.http_major == 1 && parser_.http_minor == 0;
+  for (size_t i = 0; i < header_count_; ++i) {
+    header_views_[i] = {{base + header_spans_[i].name.offset, header_spans_[i].name.length},
+                        {base + header_spans_[i].value.offset, header_spans_[i].value.length}};
+  }
+  request.headers = {header_views_.data(), header_count_};
+  request.peer = &peer_;
+  keep_alive_ = http_should_keep_alive(&parser_) != 0;
+
+  const std::optional<std::string_view> id = request.FindHeader("x-request-id");
+  if (id && IsUsableRequestId(*id)) {
+    request_id_length_ = id->size();
+    std::memcpy(request_id_storage_, id->data(), id->size());
+  } else {
+    ids_.Generate(request_id_storage_);
+    request_id_length_ = RequestIdSource::kLength;
+  }
+  request.request_id = {request_id_storage_, request_id_length_};
+
+  // A declared body over the limit is refused before any of it is read.
+  if ((parser_.flags & F_CONTENTLENGTH) && parser_.content_length > limits_.max_body_bytes) {
+    FailProtocol(413);
+    return;
+  }
+  const std::optional<std::string_view> expect = request.FindHeader("expect");
+  if (expect && EqualsIgnoreCase(*expect, "100-continue") && !version_1_0_) {
+    static constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
+    out_.append(kContinue);
+    out_ready_ = out_.size();
+  }
+  handler_.OnRequest(*this, request);
+  if (closed_) return;
+  if (!answered_ && !held_) Respond(500, "", "application/json", "{\"error\":\"internal\"}\n");
+}
+
+void ServerConnection::Respond(int status, std::string_view headers, std::string_view content_type,
+                               std::string_view body) {
+  if (closed_ || answered_) return;
+  answered_ = true;
+  const bool was_held = held_;
+  held_ = false;
+  const bool close = !keep_alive_ || draining_ || close_after_write_;
+  if (close) keep_alive_ = false;
+  AppendResponse(status, headers, content_type, body, close);
+  if (phase_ == Phase::kDone) out_ready_ = out_.size();
+  if (was_held && !in_io_event_) {
+    // Answered from a timer: write it, then go on with any pipelined requests.
+    Parse();
+    if (!closed_) Flush();
+    if (!closed_) UpdateInterest();
+  }
+}
+
+void ServerConnection::AppendResponse(int status, std::string_view headers,
+                                      std::string_view content_type, std::string_view body,
+                                      bool close) {
+  response_start_ = out_.size();
+  const std::string_view reason = ReasonPhrase(status);
+  const std::string_view date = DateHeader();
+  const std::string_view request_id{request_id_storage_, request_id_length_};
+  // Everything but the caller's headers and the body has a known bound.
+  char line[512];
+  char* p = line;
+  auto put = [&p](std::string_view s) {
+    std::memcpy(p, s.data(), s.size());
+    p += s.size();
+  };
+  put("HTTP/1.1 ");
+  p = AppendDecimal(p, static_cast<uint64_t>(status));
+  *p++ = ' ';
+  put(reason);
+  put("\r\nServer: sluice\r\n");
+  put(date);
+  put("Content-Length: ");
+  p = AppendDecimal(p, body.size());
+  put("\r\n");
+  if (!content_type.empty()) {
+    put("Content-Type: ");
+    put(content_type.substr(0, 100));
+    put("\r\n");
+  }
+  out_.append(line, static_cast<size_t>(p - line));
+  if (request_id_length_ > 0) {
+    out_.append("X-Request-Id: ");
+    out_.append(request_id);
+    out_.append("\r\n");
+  }
+  out_.append(headers);
+  if (close) {
+    out_.append("Connection: close\r\n");
+  } else if (version_1_0_) {
+    out_.append("Connection: keep-alive\r\n");
+  }
+  out_.append("\r\n");
+  if (!head_method_) out_.append(body);
+}
+
+void ServerConnection::FailProtocol(int status) {
+  handler_.OnProtocolError(*this, status);
+  if (closed_) return;
+  // A response already made for this request is replaced: its body turned out too
+  // large, and the client must hear that rather than the earlier answer.
+  if (answered_ && out_ready_ <= response_start_) out_.resize(response_start_);
+  held_ = false;
+  answered_ = true;
+  keep_alive_ = false;
+  close_after_write_ = true;
+  if (request_id_length_ == 0) {
+    ids_.Generate(request_id_storage_);
+    request_id_length_ = RequestIdSource::kLength;
+  }
+  char body[96];
+  const int length = snprintf(body, sizeof(body), "{\"error\":\"%s\"}\n",
+                              status == 400   ? "bad_request"
+                              : status == 408 ? "request_timeout"
+                              : status == 413 ? "body_too_large"
+                              : status == 431 ? "headers_too_large"
+                                              : "error");
+  head_method_ = false;
+  AppendResponse(status, "", "application/json", {body, static_cast<size_t>(length)}, true);
+  out_ready_ = out_.size();
+  DisarmDeadline();
+  if (!in_io_event_) {
+    Flush();
+    if (!closed_) UpdateInterest();
+  }
+}
+
+void ServerConnection::Flush() {
+  while (out_sent_ < out_ready_) {
+    const ssize_t n = send(fd_, out_.data() + out_sent_, out_ready_ - out_sent_, MSG_NOSIGNAL);
+    if (n > 0) {
+      out_sent_ += static_cast<size_t>(n);
+      continue;
+    }
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;
+    Close();
+    return;
+  }
+  if (out_sent_ == out_.size()) {
+    out_.clear();
+    out_sent_ = out_ready_ = 0;
+    response_start_ = 0;
+    if (close_after_write_ && !held_ && (answered_ || phase_ == Phase::kIdle)) {
+      // Send FIN first and drop what the client already sent, so the kernel does not
+      // answer unread input with a reset that could destroy our last response.
+      shutdown(fd_, SHUT_WR);
+      char discard[4096];
+      while (read(fd_, discard, sizeof(discard)) > 0) {
+      }
+      Close();
+    }
+  }
+}
+
+void ServerConnection::Drain() {
+  if (closed_) return;
+  draining_ = true;
+  if ((phase_ == Phase::kIdle || phase_ == Phase::kHead) && !held_ && out_sent_ == out_.size()) {
+    Close();
+  }
+}
+
+void ServerConnection::UpdateInterest() {
+  const bool room =
+      in_end_ < in_.size() || in_keep_ > 0 || in_.size() < limits_.max_header_bytes + kReadChunk;
+  const bool want_read =
+      !close_after_write_ && room && out_.size() - out_sent_ <= kMaxPendingOutput;
+  const uint32_t wanted = (want_read ? EPOLLIN : 0u) | (out_sent_ < out_ready_ ? EPOLLOUT : 0u);
+  if (wanted != interest_) {
+    interest_ = wanted;
+    loop_.Modify(fd_, wanted, this);
+  }
+}
+
+void ServerConnection::Close() {
+  if (closed_) return;
+  closed_ = true;
+  DisarmDeadline();
+  loop_.Remove(fd_);
+  close(fd_);
+  handler_.OnClose(*this);
+}
+
+}  // namespace sluice::http

@@ -1,0 +1,241 @@
+// One client connection of the HTTP/1.x server: reading, parsing (libhttp-parser),
+// protocol limits, keep-alive, pipelining and writing responses.
+//
+// The parser runs over the connection's own read buffer and the request handed to the
+// handler is a set of views into it: no copy of the head, no allocation per request.
+// A request is dispatched when its head is complete, so a handler that needs the body
+// (the proxy, a later issue) can stream it; the body is otherwise read and discarded.
+// Responses are answered strictly in request order: while a request is held (a
+// `delay` rule, later an upstream), parsing stops at the end of that request and
+// pipelined requests wait in the buffer.
+//
+// Output is appended to one buffer and written once per loop turn, so a pipelined
+// batch costs one write. A response becomes writable only when its request has been
+// read completely, which lets a body that turns out too large still get its 413.
+//
+// Thread-safety: a connection belongs to one event loop thread.
+#ifndef SLUICE_HTTP_SERVER_CONNECTION_H_
+#define SLUICE_HTTP_SERVER_CONNECTION_H_
+
+#include <http_parser.h>
+
+#include <array>
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "net/address.h"
+#include "net/event_loop.h"
+
+namespace sluice::http {
+
+struct Header {
+  std::string_view name;  // as sent
+  std::string_view value;
+};
+
+// A parsed request head. Views stay valid only during RequestHandler::OnRequest.
+struct Request {
+  std::string_view method;  // "GET"
+  std::string_view target;  // as sent: "/api/x?y=1"
+  std::string_view path;    // target before '?'
+  std::string_view query;   // after '?', without it
+  int version_minor = 1;    // HTTP/1.<minor>
+  std::span<const Header> headers;
+  std::string_view request_id;  // from X-Request-Id when usable, generated otherwise
+  const net::IpAddress* peer = nullptr;
+  bool head_method = false;  // HEAD: answer without a body
+
+  // The first header with this name (ASCII case-insensitive).
+  std::optional<std::string_view> FindHeader(std::string_view name) const;
+};
+
+struct ProtocolLimits {
+  size_t max_header_bytes = 16384;
+  size_t max_body_bytes = 10485760;
+  Duration header_timeout = std::chrono::seconds(10);
+  Duration idle_timeout = std::chrono::seconds(60);
+};
+
+class ServerConnection;
+
+// Connections waiting on a timeout, oldest first. Every member of one list waits on
+// the same timeout, so arming appends at the tail and the list stays sorted by
+// deadline: a loop tick pops the expired ones from the head without scanning the rest.
+class TimeoutList {
+ public:
+  void Append(ServerConnection* connection);
+  void Remove(ServerConnection* connection);
+  // Calls OnDeadline() on every connection whose deadline is at or before `now_ns`.
+  void Expire(int64_t now_ns);
+
+ private:
+  ServerConnection* head_ = nullptr;
+  ServerConnection* tail_ = nullptr;
+};
+
+struct ConnectionTimeouts {
+  TimeoutList header;  // waiting for a request head to complete
+  TimeoutList idle;    // keep-alive with nothing to do, or a slow body
+};
+
+class RequestHandler {
+ public:
+  // A complete request head. Answer with connection.Respond() now, or later (from a
+  // timer on the same loop) after calling connection.Hold().
+  virtual void OnRequest(ServerConnection& connection, const Request& request) = 0;
+  // The connection is closing (after its last response, or on error, timeout or
+  // peer close); anything that refers to it (a held request's timer) must go.
+  virtual void OnClose(ServerConnection& connection) = 0;
+  // A response the connection made itself: 400, 408, 413, 431.
+  virtual void OnProtocolError(ServerConnection& connection, int status) = 0;
+
+ protected:
+  ~RequestHandler() = default;
+};
+
+// Makes request ids: kept from the client when safe to echo, generated otherwise.
+class RequestIdSource {
+ public:
+  explicit RequestIdSource(uint64_t seed) : seed_(seed) {}
+  // Writes a fresh id into `out` (kLength bytes).
+  static constexpr size_t kLength = 32;
+  void Generate(char* out);
+
+ private:
+  uint64_t seed_;
+  uint64_t counter_ = 0;
+};
+
+class ServerConnection final : public net::IoHandler {
+ public:
+  // Takes ownership of `fd` (non-blocking, accepted).
+  ServerConnection(net::EventLoop& loop, int fd, const net::IpAddress& peer,
+                   RequestHandler& handler, RequestIdSource& ids, const ProtocolLimits& limits,
+                   ConnectionTimeouts& timeouts);
+  ~ServerConnection();
+  ServerConnection(const ServerConnection&) = delete;
+  ServerConnection& operator=(const ServerConnection&) = delete;
+
+  // Starts reading.
+  void Start();
+
+  // Answers the current request. `headers` are complete lines ("Name: value\r\n");
+  // Content-Length, Connection and X-Request-Id are added here.
+  void Respond(int status, std::string_view headers, std::string_view content_type,
+               std::string_view body);
+  // Marks the current request as answered later; REQUIRES: inside OnRequest.
+  void Hold() { held_ = true; }
+  bool held() const { return held_; }
+
+  // Stops reading new requests; the connection closes after the current response
+  // (or at once when idle). Used when the server shuts down.
+  void Drain();
+
+  bool closed() const { return closed_; }
+  const net::IpAddress& peer() const { return peer_; }
+
+  // The owner's list of all its connections (intrusive, so no allocation per accept
+  // beyond the connection itself).
+  ServerConnection* owner_prev = nullptr;
+  ServerConnection* owner_next = nullptr;
+
+  void OnIoEvent(uint32_t events) override;
+
+ private:
+  enum class Phase { kIdle, kHead, kBody, kDone };
+  struct Span {
+    size_t offset = 0;
+    size_t length = 0;
+  };
+  struct HeaderSpans {
+    Span name;
+    Span value;
+  };
+
+  static int OnMessageBegin(http_parser* parser);
+  static int OnUrl(http_parser* parser, const char* at, size_t length);
+  static int OnHeaderField(http_parser* parser, const char* at, size_t length);
+  static int OnHeaderValue(http_parser* parser, const char* at, size_t length);
+  static int OnHeadersComplete(http_parser* parser);
+  static int OnBody(http_parser* parser, const char* at, size_t length);
+  static int OnMessageComplete(http_parser* parser);
+  static const http_parser_settings kSettings;
+
+  void ReadAvailable();
+  // Runs the parser over buffered input until it needs more, or a request is held.
+  void Parse();
+  void Dispatch();
+  void NextMessage();
+  void FailProtocol(int status);
+  void Flush();
+  void Close();
+  void UpdateInterest();
+  void ArmDeadline(TimeoutList& list, Duration timeout);
+  void AppendResponse(int status, std::string_view headers, std::string_view content_type,
+                      std::string_view body, bool close);
+  bool EnsureReadRoom();
+
+  net::EventLoop& loop_;
+  int fd_;
+  net::IpAddress peer_;
+  RequestHandler& handler_;
+  RequestIdSource& ids_;
+  const ProtocolLimits& limits_;
+
+  http_parser parser_;
+  Phase phase_ = Phase::kIdle;
+  std::vector<char> in_;
+  size_t in_keep_ = 0;    // bytes before this may be discarded
+  size_t in_parsed_ = 0;  // parser position
+  size_t in_end_ = 0;     // end of data read
+  size_t head_start_ = 0;
+
+  // The current request head, as offsets into in_ (they survive compaction).
+  Span url_;
+  std::array<HeaderSpans, 100> header_spans_;
+  size_t header_count_ = 0;
+  bool last_was_value_ = false;
+  bool too_many_headers_ = false;
+  bool head_too_large_ = false;
+  bool body_too_large_ = false;
+  uint64_t body_bytes_ = 0;
+  std::array<Header, 100> header_views_;
+  char request_id_storage_[128];
+  size_t request_id_length_ = 0;
+  bool keep_alive_ = true;
+  bool version_1_0_ = false;
+  bool head_method_ = false;
+
+  bool held_ = false;
+  bool answered_ = false;
+  bool close_after_write_ = false;
+  bool draining_ = false;
+  bool closed_ = false;
+  bool awaiting_first_request_ = true;
+  bool in_io_event_ = false;
+  uint32_t interest_ = 0;
+
+  std::string out_;
+  size_t out_sent_ = 0;
+  size_t out_ready_ = 0;       // bytes of out_ that may be written (completed requests)
+  size_t response_start_ = 0;  // where the current request's response begins in out_
+
+  // Membership of one TimeoutList.
+  friend class TimeoutList;
+  void OnDeadline();
+  void DisarmDeadline();
+  ConnectionTimeouts& timeouts_;
+  TimeoutList* timeout_list_ = nullptr;
+  ServerConnection* timeout_prev_ = nullptr;
+  ServerConnection* timeout_next_ = nullptr;
+  int64_t deadline_ns_ = 0;
+  bool deadline_is_header_ = false;
+};
+
+}  // namespace sluice::http
+
+#endif  // SLUICE_HTTP_SERVER_CONNECTION_H_

@@ -1,0 +1,120 @@
+// Counters and histograms, and their Prometheus text exposition
+// (../shared/design.md, "Metrics").
+//
+// Each worker owns one WorkerMetrics and is its only writer, so an increment is a
+// plain load and store (no locked instruction, no shared cache line between
+// workers); the admin thread reads all of them and sums when /metrics is scraped.
+// Label values that come from config (rule names) are resolved to fixed slots when a
+// config is compiled, never on the request path.
+//
+// Thread-safety: Counter::Add and Histogram::Observe from the owning thread only;
+// reads from any thread. Registry methods from any thread.
+#ifndef SLUICE_METRICS_METRICS_H_
+#define SLUICE_METRICS_METRICS_H_
+
+#include <array>
+#include <atomic>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace sluice::metrics {
+
+class Counter {
+ public:
+  void Add(uint64_t n = 1) {
+    value_.store(value_.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
+  }
+  uint64_t Get() const { return value_.load(std::memory_order_relaxed); }
+
+ private:
+  std::atomic<uint64_t> value_{0};
+};
+
+// Latency histogram with fixed bounds from 10 µs to 1 s.
+class Histogram {
+ public:
+  static constexpr std::array<int64_t, 14> kBoundsNs = {
+      10'000,    25'000,    50'000,     100'000,    250'000,     500'000,     1'000'000,
+      2'500'000, 5'000'000, 10'000'000, 25'000'000, 100'000'000, 250'000'000, 1'000'000'000};
+  void Observe(int64_t nanos);
+  struct Snapshot {
+    std::array<uint64_t, kBoundsNs.size() + 1> buckets{};  // last: above every bound
+    uint64_t count = 0;
+    uint64_t sum_ns = 0;
+    void Merge(const Histogram& histogram);
+  };
+
+ private:
+  std::array<Counter, kBoundsNs.size() + 1> buckets_;
+  Counter count_;
+  Counter sum_ns_;
+};
+
+// What happened to a request under one rule, or under the access lists.
+enum class Outcome : uint8_t {
+  kAllowed,        // within the limit
+  kLimited,        // over the limit: 429
+  kShadowLimited,  // over the limit, shadow rule: passed anyway
+  kDelayed,        // held, then admitted
+  kMissingKey,     // on_missing_key: reject
+  kDenied,         // access.deny: 403
+  kCount
+};
+std::string_view OutcomeName(Outcome outcome);
+
+// Rule-name slots, shared by every worker: slot 0 is "" (no rule matched), then the
+// access lists, then rule names in order of first appearance in any config.
+inline constexpr size_t kMaxRuleSlots = 1024;
+inline constexpr size_t kSlotNoRule = 0;
+inline constexpr size_t kSlotAccessAllow = 1;
+inline constexpr size_t kSlotAccessDeny = 2;
+
+struct WorkerMetrics {
+  std::array<std::array<Counter, static_cast<size_t>(Outcome::kCount)>, kMaxRuleSlots> requests;
+  Histogram request_duration;                 // the decision path: head parsed to answer known
+  std::array<Counter, 6> responses_by_class;  // unused slot 0, then 1xx..5xx
+  std::array<Counter, 600> responses_by_status;
+  Counter store_operations_ok;
+  Counter connections_accepted;
+  Counter connections_refused;  // over max_connections
+  std::atomic<int64_t> connections_active{0};
+  std::atomic<int64_t> requests_held{0};
+
+  void CountRequest(size_t slot, Outcome outcome) {
+    requests[slot][static_cast<size_t>(outcome)].Add();
+  }
+  void CountResponse(int status) {
+    if (status >= 100 && status < 600) responses_by_status[status].Add();
+  }
+};
+
+class Registry {
+ public:
+  Registry();
+  // The slot of a rule name; a new name takes the next free slot. Names past
+  // kMaxRuleSlots share the last slot, reported as rule="(other)".
+  size_t RuleSlot(std::string_view name);
+  // A new worker's metrics; the address stays valid for the registry's life.
+  WorkerMetrics& AddWorker();
+
+  Counter reloads_succeeded;  // also counts the first load
+  Counter reloads_failed;
+  std::atomic<int> store_up{1};
+
+  // The Prometheus text exposition (format 0.0.4) of everything.
+  std::string Render() const;
+
+ private:
+  mutable std::mutex mutex_;
+  std::vector<std::string> slot_names_;                 // guarded by mutex_
+  std::deque<std::unique_ptr<WorkerMetrics>> workers_;  // guarded by mutex_
+};
+
+}  // namespace sluice::metrics
+
+#endif  // SLUICE_METRICS_METRICS_H_

@@ -1,0 +1,95 @@
+// One worker's event loop: epoll readiness, one-shot timers, and a queue of work
+// posted from other threads. Modelled on Redis's ae: small, single-threaded, no
+// allocation per event.
+//
+// Each loop turn reads the clock once (`now()`), so everything handled in one turn
+// sees the same time, as the algorithms expect.
+//
+// Thread-safety: everything runs on the thread that calls Run(), except Post() and
+// Stop(), which any thread may call.
+#ifndef SLUICE_NET_EVENT_LOOP_H_
+#define SLUICE_NET_EVENT_LOOP_H_
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <mutex>
+#include <vector>
+
+#include "sluice/clock.h"
+
+namespace sluice::net {
+
+// Receives readiness for one file descriptor.
+class IoHandler {
+ public:
+  // `events` is a mask of EPOLLIN, EPOLLOUT, EPOLLERR, EPOLLHUP, EPOLLRDHUP.
+  virtual void OnIoEvent(uint32_t events) = 0;
+
+ protected:
+  ~IoHandler() = default;
+};
+
+class EventLoop {
+ public:
+  using TimerId = uint64_t;
+  static constexpr TimerId kNoTimer = 0;
+
+  explicit EventLoop(const Clock& clock);
+  ~EventLoop();
+  EventLoop(const EventLoop&) = delete;
+  EventLoop& operator=(const EventLoop&) = delete;
+
+  // Registers `fd` for `events` (level-triggered). REQUIRES: handler outlives the
+  // registration.
+  void Add(int fd, uint32_t events, IoHandler* handler);
+  void Modify(int fd, uint32_t events, IoHandler* handler);
+  void Remove(int fd);
+
+  // Runs `callback` once, on this loop, at or after `when`. Timers due in the same
+  // turn run in order of their time, then of scheduling.
+  TimerId RunAt(Timestamp when, std::function<void()> callback);
+  void Cancel(TimerId id);
+
+  // Runs `callback` on the loop thread soon. Safe from any thread.
+  void Post(std::function<void()> callback);
+
+  // Called once per loop turn, after events and timers: flushing buffered output,
+  // checking connection deadlines. The loop wakes at least every `tick` so deadlines
+  // kept outside the timer map are honoured within that precision.
+  void SetTurnHook(std::function<void()> hook) { turn_hook_ = std::move(hook); }
+  static constexpr Duration kTick = std::chrono::milliseconds(50);
+
+  // Runs until Stop(); returns after the turn in which Stop() was seen.
+  void Run();
+  void Stop();  // Safe from any thread.
+
+  // The time read at the start of this turn.
+  Timestamp now() const { return now_; }
+  // Reads the clock again (for latency measurement within a turn).
+  Timestamp ReadClock() const { return clock_.Now(); }
+
+ private:
+  void DrainPosted();
+  void RunDueTimers();
+  int PollTimeoutMs() const;
+
+  const Clock& clock_;
+  int epoll_fd_ = -1;
+  int wake_fd_ = -1;  // eventfd: Post and Stop wake a blocked epoll_wait
+  Timestamp now_{};
+  bool stopping_ = false;
+  TimerId next_timer_id_ = 1;
+  // (deadline, id) -> callback; id keeps equal deadlines in scheduling order.
+  std::map<std::pair<int64_t, TimerId>, std::function<void()>> timers_;
+  std::map<TimerId, int64_t> timer_deadlines_;
+  std::function<void()> turn_hook_;
+
+  std::mutex posted_mutex_;
+  std::vector<std::function<void()>> posted_;  // guarded by posted_mutex_
+  bool stop_requested_ = false;                // guarded by posted_mutex_
+};
+
+}  // namespace sluice::net
+
+#endif  // SLUICE_NET_EVENT_LOOP_H_

@@ -1,0 +1,711 @@
+#include "server/server.h"
+
+#include <fcntl.h>
+#include <fmt/format.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <signal.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <random>
+#include <unordered_map>
+
+#include "core/check.h"
+#include "net/event_loop.h"
+
+namespace sluice::server {
+namespace {
+
+using namespace std::chrono_literals;
+
+// How long a shutdown waits for requests in flight (held ones included).
+constexpr Duration kDrainGrace = 10s;
+
+std::string Errno(std::string_view what) { return fmt::format("{}: {}", what, strerror(errno)); }
+
+// A non-blocking listening socket on `endpoint`; SO_REUSEPORT lets every worker bind
+// the same address and the kernel spread new connections among them.
+int Listen(const net::Endpoint& endpoint, bool reuse_port, std::string* error) {
+  sockaddr_storage address;
+  const socklen_t length = endpoint.ToSockaddr(&address);
+  const int fd = socket(address.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) {
+    *error = Errno("socket");
+    return -1;
+  }
+  const int one = 1;
+  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+  if (reuse_port) setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
+  if (bind(fd, reinterpret_cast<sockaddr*>(&address), length) != 0) {
+    *error = Errno(fmt::format("bind {}", endpoint.ToString()));
+    close(fd);
+    return -1;
+  }
+  if (listen(fd, 4096) != 0) {
+    *error = Errno(fmt::format("listen {}", endpoint.ToString()));
+    close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+uint16_t BoundPort(int fd) {
+  sockaddr_storage address;
+  socklen_t length = sizeof(address);
+  getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length);
+  if (address.ss_family == AF_INET)
+    return ntohs(reinterpret_cast<sockaddr_in*>(&address)->sin_port);
+  return ntohs(reinterpret_cast<sockaddr_in6*>(&address)->sin6_port);
+}
+
+http::ProtocolLimits LimitsOf(const config::Config& config) {
+  http::ProtocolLimits limits;
+  limits.max_header_bytes = config.http.max_header_bytes;
+  limits.max_body_bytes = config.http.max_body_bytes;
+  limits.header_timeout = config.http.header_timeout;
+  limits.idle_timeout = config.http.idle_timeout;
+  return limits;
+}
+
+// JSON string content: quotes, backslashes and control characters escaped, and bytes
+// above 0x7f written as \u00XX so a line is valid JSON whatever a client sent.
+void AppendJsonString(std::string& out, std::string_view s) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  out += '"';
+  for (unsigned char c : s) {
+    if (c == '"' || c == '\\') {
+      out += '\\';
+      out += static_cast<char>(c);
+    } else if (c < 0x20 || c >= 0x7f) {
+      out += "\\u00";
+      out += kHex[c >> 4];
+      out += kHex[c & 0xf];
+    } else {
+      out += static_cast<char>(c);
+    }
+  }
+  out += '"';
+}
+
+void AppendHex64(std::string& out, uint64_t v) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  for (int i = 15; i >= 0; --i) out += kHex[(v >> (4 * i)) & 0xf];
+}
+
+// Accepts connections on one listener for its owner.
+class Acceptor final : public net::IoHandler {
+ public:
+  Acceptor(int fd, std::function<void(int, const sockaddr_storage&)> on_accept)
+      : fd_(fd), on_accept_(std::move(on_accept)) {}
+  void OnIoEvent(uint32_t events) override {
+    for (int i = 0; i < 64; ++i) {
+      sockaddr_storage address;
+      socklen_t length = sizeof(address);
+      const int fd = accept4(fd_, reinterpret_cast<sockaddr*>(&address), &length,
+                             SOCK_NONBLOCK | SOCK_CLOEXEC);
+      if (fd < 0) return;  // EAGAIN, or a transient error (EMFILE): try again later
+      on_accept_(fd, address);
+    }
+  }
+  int fd() const { return fd_; }
+
+ private:
+  int fd_;
+  std::function<void(int, const sockaddr_storage&)> on_accept_;
+};
+
+}  // namespace
+
+// --- Worker ---------------------------------------------------------------------------
+
+// A request held by a delay rule, with what its answer and log line need.
+struct HeldRequest {
+  std::shared_ptr<const gate::Policy> policy;
+  gate::Evaluation evaluation;
+  Timestamp arrived;
+  int64_t started_ns = 0;  // for the latency histogram
+  net::EventLoop::TimerId timer = net::EventLoop::kNoTimer;
+  std::string method;
+  std::string path;
+  std::string request_id;
+};
+
+class Worker final : public http::RequestHandler {
+ public:
+  Worker(Server& server, Store& store, int listen_fd, uint64_t seed)
+      : server_(server),
+        loop_(clock_),
+        metrics_(server.registry().AddWorker()),
+        evaluator_(store, metrics_),
+        ids_(seed),
+        acceptor_(listen_fd, [this](int fd, const sockaddr_storage& a) { OnAccept(fd, a); }) {
+    RefreshPolicy();
+    loop_.Add(listen_fd, EPOLLIN, &acceptor_);
+    loop_.SetTurnHook([this] { OnTurnEnd(); });
+    response_headers_.reserve(1024);
+    response_body_.reserve(512);
+    log_.reserve(kLogFlushBytes + 1024);
+  }
+
+  ~Worker() {
+    while (connections_ != nullptr) DestroyConnection(connections_);
+    DeleteClosed();
+    if (acceptor_.fd() >= 0) close(acceptor_.fd());
+  }
+
+  void Run() { loop_.Run(); }
+  net::EventLoop& loop() { return loop_; }
+
+  // From the main thread: stop accepting, finish what is in flight, then stop.
+  void BeginDrain() {
+    loop_.Post([this] {
+      draining_ = true;
+      drain_deadline_ns_ = ToNanos(loop_.now()) + std::chrono::nanoseconds(kDrainGrace).count();
+      loop_.Remove(acceptor_.fd());
+      for (http::ServerConnection* c = connections_; c != nullptr; c = c->owner_next) c->Drain();
+    });
+  }
+
+  // http::RequestHandler
+  void OnRequest(http::ServerConnection& connection, const http::Request& request) override {
+    RefreshPolicy();
+    const int64_t started = ToNanos(clock_.Now());
+    evaluator_.Evaluate(*policy_, request, loop_.now(), evaluation_);
+    if (evaluation_.verdict == gate::Verdict::kHold) {
+      Hold(connection, request, started);
+      return;
+    }
+    Answer(connection, *policy_, evaluation_, request.method, request.path, request.request_id,
+           started);
+  }
+
+  void OnClose(http::ServerConnection& connection) override {
+    const auto it = held_.find(&connection);
+    if (it != held_.end()) {
+      loop_.Cancel(it->second->timer);
+      held_.erase(it);
+      metrics_.requests_held.fetch_sub(1, std::memory_order_relaxed);
+    }
+    Unlink(&connection);
+    closed_.push_back(&connection);
+    metrics_.connections_active.fetch_sub(1, std::memory_order_relaxed);
+    server_.connections().fetch_sub(1, std::memory_order_relaxed);
+  }
+
+  void OnProtocolError(http::ServerConnection& connection, int status) override {
+    metrics_.CountResponse(status);
+  }
+
+ private:
+  static constexpr size_t kLogFlushBytes = 3584;  // below PIPE_BUF: lines never interleave
+
+  void RefreshPolicy() {
+    const uint64_t version = server_.policy_version();
+    if (version == policy_version_) return;
+    policy_ = server_.policy();
+    policy_version_ = version;
+    limits_ = LimitsOf(policy_->config());
+    legacy_headers_ = policy_->config().legacy_headers;
+    access_log_ = policy_->config().access_log.enabled && server_.access_log_fd() >= 0;
+    max_connections_ = static_cast<int64_t>(policy_->config().http.max_connections);
+  }
+
+  void OnAccept(int fd, const sockaddr_storage& address) {
+    RefreshPolicy();
+    const std::optional<net::IpAddress> peer =
+        net::IpAddress::FromSockaddr(reinterpret_cast<const sockaddr*>(&address));
+    if (!peer ||
+        server_.connections().fetch_add(1, std::memory_order_relaxed) >= max_connections_) {
+      if (peer) server_.connections().fetch_sub(1, std::memory_order_relaxed);
+      metrics_.connections_refused.Add();
+      close(fd);
+      return;
+    }
+    const int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    auto* connection =
+        new http::ServerConnection(loop_, fd, *peer, *this, ids_, limits_, timeouts_);
+    connection->owner_next = connections_;
+    if (connections_ != nullptr) connections_->owner_prev = connection;
+    connections_ = connection;
+    metrics_.connections_accepted.Add();
+    metrics_.connections_active.fetch_add(1, std::memory_order_relaxed);
+    connection->Start();
+  }
+
+  void Unlink(http::ServerConnection* c) {
+    if (c->owner_prev != nullptr) {
+      c->owner_prev->owner_next = c->owner_next;
+    } else if (connections_ == c) {
+      connections_ = c->owner_next;
+    }
+    if (c->owner_next != nullptr) c->owner_next->owner_prev = c->owner_prev;
+    c->owner_prev = c->owner_next = nullptr;
+  }
+
+  void DestroyConnection(http::ServerConnection* c) {
+    Unlink(c);
+    delete c;
+  }
+
+  void DeleteClosed() {
+    for (http::ServerConnection* c : closed_) delete c;
+    closed_.clear();
+  }
+
+  void OnTurnEnd() {
+    const int64_t now = ToNanos(loop_.now());
+    timeouts_.header.Expire(now);
+    timeouts_.idle.Expire(now);
+    DeleteClosed();
+    FlushLog();
+    if (draining_ && (connections_ == nullptr || now >= drain_deadline_ns_)) loop_.Stop();
+  }
+
+  void Hold(http::ServerConnection& connection, const http::Request& request, int64_t started) {
+    auto held = std::make_unique<HeldRequest>();
+    held->policy = policy_;
+    held->evaluation = std::move(evaluation_);
+    evaluation_ = gate::Evaluation();
+    held->arrived = loop_.now();
+    held->started_ns = started;
+    held->method = request.method;
+    held->path = request.path;
+    held->request_id = request.request_id;
+    connection.Hold();
+    HeldRequest* raw = held.get();
+    held_.emplace(&connection, std::move(held));
+    metrics_.requests_held.fetch_add(1, std::memory_order_relaxed);
+    ScheduleRecheck(connection, *raw);
+  }
+
+  void ScheduleRecheck(http::ServerConnection& connection, HeldRequest& held) {
+    http::ServerConnection* c = &connection;
+    held.timer = loop_.RunAt(loop_.now() + held.evaluation.hold_for, [this, c] { Recheck(*c); });
+  }
+
+  void Recheck(http::ServerConnection& connection) {
+    const auto it = held_.find(&connection);
+    if (it == held_.end()) return;
+    HeldRequest& held = *it->second;
+    const Timestamp now = loop_.now();
+    evaluator_.Recheck(held.evaluation, now, now - held.arrived);
+    if (held.evaluation.verdict == gate::Verdict::kHold) {
+      ScheduleRecheck(connection, held);
+      return;
+    }
+    std::unique_ptr<HeldRequest> done = std::move(it->second);
+    held_.erase(it);
+    metrics_.requests_held.fetch_sub(1, std::memory_order_relaxed);
+    Answer(connection, *done->policy, done->evaluation, done->method, done->path, done->request_id,
+           done->started_ns);
+  }
+
+  void Answer(http::ServerConnection& connection, const gate::Policy& policy,
+              const gate::Evaluation& evaluation, std::string_view method, std::string_view path,
+              std::string_view request_id, int64_t started_ns) {
+    response_headers_.clear();
+    response_body_.clear();
+    int status = 200;
+    const gate::RuleResult* deciding = evaluation.deciding;
+    switch (evaluation.verdict) {
+      case gate::Verdict::kDenied:
+        status = 403;
+        response_body_ = "{\"error\":\"forbidden\"}\n";
+        break;
+      case gate::Verdict::kMissingKey:
+        status = 400;
+        response_body_ = "{\"error\":\"missing_key\",\"rule\":";
+        AppendJsonString(response_body_, deciding->rule->rule->name);
+        response_body_ += "}\n";
+        break;
+      case gate::Verdict::kLimited: {
+        status = 429;
+        gate::AppendRateLimitHeaders(evaluation, legacy_headers_, response_headers_);
+        response_body_ = "{\"error\":\"rate_limited\",\"rule\":";
+        AppendJsonString(response_body_, deciding->rule->rule->name);
+        if (evaluation.retry_after == Decision::kNever) {
+          // Never within this policy (a zero limit): no Retry-After to promise.
+          response_body_ += ",\"retry_after_ms\":null}\n";
+        } else {
+          const int64_t ms =
+              (std::chrono::nanoseconds(evaluation.retry_after).count() + 999'999) / 1'000'000;
+          fmt::format_to(std::back_inserter(response_headers_), "Retry-After: {}\r\n",
+                         std::max<int64_t>(1, gate::CeilSeconds(evaluation.retry_after)));
+          fmt::format_to(std::back_inserter(response_body_), ",\"retry_after_ms\":{}}}\n", ms);
+        }
+        break;
+      }
+      case gate::Verdict::kAllow:
+      case gate::Verdict::kHold:
+        gate::AppendRateLimitHeaders(evaluation, legacy_headers_, response_headers_);
+        response_body_ = "{\"allowed\":true,\"rules\":[";
+        for (size_t i = 0; i < evaluation.results.size(); ++i) {
+          if (i > 0) response_body_ += ',';
+          AppendJsonString(response_body_, evaluation.results[i].rule->rule->name);
+        }
+        response_body_ += "]}\n";
+        break;
+    }
+    const int64_t finished = ToNanos(clock_.Now());
+    metrics_.request_duration.Observe(finished - started_ns);
+    metrics_.CountResponse(status);
+    if (access_log_)
+      LogRequest(evaluation, method, path, request_id, status, finished - started_ns);
+    connection.Respond(status, response_headers_, "application/json", response_body_);
+  }
+
+  void LogRequest(const gate::Evaluation& evaluation, std::string_view method,
+                  std::string_view path, std::string_view request_id, int status,
+                  int64_t latency_ns) {
+    timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    tm utc;
+    gmtime_r(&ts.tv_sec, &utc);
+    char time_text[40];
+    const size_t n = strftime(time_text, sizeof(time_text), "%Y-%m-%dT%H:%M:%S", &utc);
+    log_ += "{\"time\":\"";
+    log_.append(time_text, n);
+    fmt::format_to(std::back_inserter(log_), ".{:03d}Z\",\"request_id\":", ts.tv_nsec / 1'000'000);
+    AppendJsonString(log_, request_id);
+    log_ += ",\"client\":\"";
+    AppendHex64(log_, evaluation.client_ip_hash);
+    log_ += "\",\"method\":";
+    AppendJsonString(log_, method);
+    log_ += ",\"path\":";
+    AppendJsonString(log_, path);
+    fmt::format_to(std::back_inserter(log_), ",\"status\":{}", status);
+    const gate::RuleResult* shown = evaluation.deciding;
+    if (shown == nullptr && !evaluation.results.empty()) shown = &evaluation.results.front();
+    std::string_view decision = evaluation.allow_listed ? "allow_listed" : "allowed";
+    if (evaluation.verdict == gate::Verdict::kDenied) decision = "denied";
+    if (shown != nullptr) {
+      log_ += ",\"rule\":";
+      AppendJsonString(log_, shown->rule->rule->name);
+      log_ += ",\"key\":\"";
+      AppendHex64(log_, shown->client_hash);
+      log_ += '"';
+      decision = metrics::OutcomeName(shown->outcome);
+      for (const gate::RuleResult& r : evaluation.results) {
+        if (r.outcome == metrics::Outcome::kShadowLimited && evaluation.deciding == nullptr) {
+          decision = "shadow_limited";
+        }
+      }
+    }
+    log_ += ",\"decision\":\"";
+    log_ += decision;
+    fmt::format_to(std::back_inserter(log_), "\",\"latency_us\":{}}}\n", latency_ns / 1000);
+    if (log_.size() >= kLogFlushBytes) FlushLog();
+  }
+
+  void FlushLog() {
+    if (log_.empty()) return;
+    // Whole lines only, each write below PIPE_BUF so workers' lines never mix.
+    size_t start = 0;
+    while (start < log_.size()) {
+      size_t end = std::min(log_.size(), start + kLogFlushBytes);
+      if (end < log_.size()) {
+        const size_t newline = log_.rfind('\n', end - 1);
+        end = newline != std::string::npos && newline >= start ? newline + 1 : end;
+      }
+      [[maybe_unused]] ssize_t written =
+          write(server_.access_log_fd(), log_.data() + start, end - start);
+      start = end;
+    }
+    log_.clear();
+  }
+
+  Server& server_;
+  SteadyClock clock_;
+  net::EventLoop loop_;
+  metrics::WorkerMetrics& metrics_;
+  gate::Evaluator evaluator_;
+  http::RequestIdSource ids_;
+  Acceptor acceptor_;
+  http::ConnectionTimeouts timeouts_;
+  http::ProtocolLimits limits_;
+
+  std::shared_ptr<const gate::Policy> policy_;
+  uint64_t policy_version_ = UINT64_MAX;
+  bool legacy_headers_ = false;
+  bool access_log_ = false;
+  int64_t max_connections_ = 0;
+
+  http::ServerConnection* connections_ = nullptr;  // intrusive list of open ones
+  std::vector<http::ServerConnection*> closed_;    // deleted at the end of the turn
+  std::unordered_map<http::ServerConnection*, std::unique_ptr<HeldRequest>> held_;
+  gate::Evaluation evaluation_;  // scratch for requests answered at once
+  std::string response_headers_;
+  std::string response_body_;
+  std::string log_;
+  bool draining_ = false;
+  int64_t drain_deadline_ns_ = 0;
+};
+
+// --- Admin ----------------------------------------------------------------------------
+
+class AdminServer final : public http::RequestHandler {
+ public:
+  AdminServer(Server& server, int listen_fd, const http::ProtocolLimits& limits)
+      : server_(server),
+        loop_(clock_),
+        ids_(std::random_device{}()),
+        limits_(limits),
+        acceptor_(listen_fd, [this](int fd, const sockaddr_storage& a) { OnAccept(fd, a); }) {
+    loop_.Add(listen_fd, EPOLLIN, &acceptor_);
+    loop_.SetTurnHook([this] {
+      const int64_t now = ToNanos(loop_.now());
+      timeouts_.header.Expire(now);
+      timeouts_.idle.Expire(now);
+      for (http::ServerConnection* c : closed_) delete c;
+      closed_.clear();
+    });
+  }
+  ~AdminServer() {
+    for (auto* c : open_) delete c;
+    for (auto* c : closed_) delete c;
+    close(acceptor_.fd());
+  }
+  void Run() { loop_.Run(); }
+  net::EventLoop& loop() { return loop_; }
+
+  void OnRequest(http::ServerConnection& c, const http::Request& r) override {
+    const bool get = r.method == "GET" || r.method == "HEAD";
+    if (r.path == "/metrics" && get) {
+      c.Respond(200, "", "text/plain; version=0.0.4", server_.registry().Render());
+    } else if (r.path == "/healthz" && get) {
+      c.Respond(200, "", "application/json", "{\"status\":\"ok\"}\n");
+    } else if (r.path == "/readyz" && get) {
+      if (server_.draining()) {
+        c.Respond(503, "", "application/json", "{\"status\":\"draining\"}\n");
+      } else {
+        c.Respond(200, "", "application/json", "{\"status\":\"ready\"}\n");
+      }
+    } else if (r.path == "/v1/reload" && r.method == "POST") {
+      const std::string errors = server_.Reload();
+      std::string body;
+      if (errors.empty()) {
+        body = "{\"reloaded\":true}\n";
+      } else {
+        body = "{\"reloaded\":false,\"errors\":[";
+        size_t start = 0;
+        bool first = true;
+        while (start < errors.size()) {
+          size_t end = errors.find('\n', start);
+          if (end == std::string::npos) end = errors.size();
+          if (!first) body += ',';
+          AppendJsonString(body, std::string_view(errors).substr(start, end - start));
+          first = false;
+          start = end + 1;
+        }
+        body += "]}\n";
+      }
+      c.Respond(errors.empty() ? 200 : 400, "", "application/json", body);
+    } else if (r.path == "/metrics" || r.path == "/healthz" || r.path == "/readyz" ||
+               r.path == "/v1/reload") {
+      c.Respond(405, "", "application/json", "{\"error\":\"method_not_allowed\"}\n");
+    } else {
+      c.Respond(404, "", "application/json", "{\"error\":\"not_found\"}\n");
+    }
+  }
+  void OnClose(http::ServerConnection& c) override {
+    open_.erase(std::find(open_.begin(), open_.end(), &c));
+    closed_.push_back(&c);
+  }
+  void OnProtocolError(http::ServerConnection&, int) override {}
+
+ private:
+  void OnAccept(int fd, const sockaddr_storage& address) {
+    const std::optional<net::IpAddress> peer =
+        net::IpAddress::FromSockaddr(reinterpret_cast<const sockaddr*>(&address));
+    if (!peer || open_.size() >= 256) {  // the admin port is for operators and scrapers
+      close(fd);
+      return;
+    }
+    auto* c = new http::ServerConnection(loop_, fd, *peer, *this, ids_, limits_, timeouts_);
+    open_.push_back(c);
+    c->Start();
+  }
+
+  Server& server_;
+  SteadyClock clock_;
+  net::EventLoop loop_;
+  http::RequestIdSource ids_;
+  http::ProtocolLimits limits_;
+  http::ConnectionTimeouts timeouts_;
+  Acceptor acceptor_;
+  std::vector<http::ServerConnection*> open_;
+  std::vector<http::ServerConnection*> closed_;
+};
+
+// --- Server ---------------------------------------------------------------------------
+
+Server::Server(std::shared_ptr<const config::Config> config, std::string config_path)
+    : config_path_(std::move(config_path)), startup_config_(std::move(config)) {}
+
+Server::~Server() {
+  for (auto& w : workers_) w->loop().Stop();
+  if (admin_) admin_->loop().Stop();
+  for (auto& t : threads_) {
+    if (t.joinable()) t.join();
+  }
+  if (admin_thread_.joinable()) admin_thread_.join();
+  workers_.clear();
+  admin_.reset();
+  if (access_log_fd_ > 2) close(access_log_fd_);
+}
+
+void Server::BlockSignals() {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGTERM);
+  sigaddset(&set, SIGHUP);
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+}
+
+std::shared_ptr<const gate::Policy> Server::policy() const {
+  std::lock_guard lock(policy_mutex_);
+  return policy_;
+}
+
+void Server::Publish(std::shared_ptr<const config::Config> config) {
+  std::shared_ptr<const gate::Policy> policy = gate::Policy::Compile(std::move(config), registry_);
+  std::lock_guard lock(policy_mutex_);
+  policy_ = std::move(policy);
+  policy_version_.fetch_add(1, std::memory_order_release);
+}
+
+std::string Server::Start() {
+  const config::Config& config = *startup_config_;
+  if (!config.routes.empty() || !config.upstreams.empty()) {
+    return "routes/upstreams: gateway mode (proxying) is not implemented in this version; remove "
+           "them to run as a decision service";
+  }
+  if (!config.tls.cert_file.empty())
+    return "tls: TLS termination is not implemented in this version";
+  if (config.store.backend != config::StoreConfig::Backend::kMemory) {
+    return "store.backend: only \"memory\" is implemented in this version";
+  }
+  if (config.grpc_listen) {
+    fmt::print(stderr,
+               "sluice: warning: grpc_listen is not implemented in this version; ignored\n");
+  }
+
+  if (config.access_log.enabled) {
+    if (config.access_log.path == "stdout" || config.access_log.path == "-") {
+      access_log_fd_ = STDOUT_FILENO;
+    } else {
+      access_log_fd_ =
+          open(config.access_log.path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
+      if (access_log_fd_ < 0)
+        return Errno(fmt::format("access_log.path {}", config.access_log.path));
+    }
+  }
+
+  store::MemoryStore::Options store_options;
+  store_options.max_keys = config.store.max_keys;
+  store_ = std::make_unique<store::MemoryStore>(store_options);
+  registry_.reloads_succeeded.Add();
+  Publish(startup_config_);
+
+  unsigned worker_count = config.workers;
+  if (worker_count == 0) worker_count = std::max(1u, std::thread::hardware_concurrency());
+
+  std::string error;
+  net::Endpoint listen_at = config.listen;
+  std::vector<int> fds;
+  for (unsigned i = 0; i < worker_count; ++i) {
+    const int fd = Listen(listen_at, true, &error);
+    if (fd < 0) {
+      for (int f : fds) close(f);
+      return error;
+    }
+    if (i == 0) listen_at.port = BoundPort(fd);  // port 0: the others join the chosen one
+    fds.push_back(fd);
+  }
+  net::Endpoint admin_at = config.admin_listen;
+  const int admin_fd = Listen(admin_at, false, &error);
+  if (admin_fd < 0) {
+    for (int f : fds) close(f);
+    return error;
+  }
+  admin_at.port = BoundPort(admin_fd);
+
+  std::random_device random;
+  for (unsigned i = 0; i < worker_count; ++i) {
+    const uint64_t seed = (uint64_t{random()} << 32) ^ random();
+    workers_.push_back(std::make_unique<Worker>(*this, *store_, fds[i], seed));
+  }
+  admin_ = std::make_unique<AdminServer>(*this, admin_fd, LimitsOf(config));
+  for (auto& w : workers_) threads_.emplace_back([worker = w.get()] { worker->Run(); });
+  admin_thread_ = std::thread([this] { admin_->Run(); });
+
+  // Tests and scripts read this line to learn the ports chosen for port 0.
+  fmt::print(stderr, "sluice: listening on {} ({} workers), admin on {}, config {}\n",
+             listen_at.ToString(), worker_count, admin_at.ToString(), config.source);
+  return "";
+}
+
+std::string Server::Reload() {
+  std::lock_guard lock(reload_mutex_);
+  config::LoadResult loaded =
+      config_path_.empty()
+          ? config::LoadConfigText(config::EmbeddedQuickstart(), config::kEmbeddedQuickstartName)
+          : config::LoadConfigFile(config_path_);
+  if (!loaded.errors.empty()) {
+    registry_.reloads_failed.Add();
+    std::string errors;
+    for (const config::ConfigError& e : loaded.errors) errors += e.ToString() + "\n";
+    errors.pop_back();
+    fmt::print(stderr, "sluice: reload refused, the running config stays:\n{}\n", errors);
+    return errors;
+  }
+  const config::Config& old_config = policy()->config();
+  const config::Config& next = *loaded.config;
+  if (next.listen.ToString() != old_config.listen.ToString() ||
+      next.admin_listen.ToString() != old_config.admin_listen.ToString() ||
+      next.workers != old_config.workers || next.store.max_keys != old_config.store.max_keys ||
+      next.store.backend != old_config.store.backend) {
+    fmt::print(stderr,
+               "sluice: reload: listen, admin_listen, workers and store settings take effect on "
+               "restart; the rest applies now\n");
+  }
+  Publish(loaded.config);
+  registry_.reloads_succeeded.Add();
+  fmt::print(stderr, "sluice: reloaded {} ({} rules)\n", next.source, next.rules.size());
+  return "";
+}
+
+int Server::Run() {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGTERM);
+  sigaddset(&set, SIGHUP);
+  while (true) {
+    int signal_number = 0;
+    if (sigwait(&set, &signal_number) != 0) continue;
+    if (signal_number == SIGHUP) {
+      Reload();
+      continue;
+    }
+    break;
+  }
+  fmt::print(stderr, "sluice: shutting down: finishing requests in flight\n");
+  draining_.store(true, std::memory_order_relaxed);
+  for (auto& w : workers_) w->BeginDrain();
+  for (auto& t : threads_) t.join();
+  threads_.clear();
+  admin_->loop().Stop();
+  admin_thread_.join();
+  fmt::print(stderr, "sluice: stopped\n");
+  return 0;
+}
+
+}  // namespace sluice::server

@@ -1,0 +1,84 @@
+// The sluice process: worker threads with their listeners and connections, the
+// admin listener, configuration reloads and signals.
+//
+// Workers are shared-nothing apart from the memory store: each has its own event loop,
+// its own SO_REUSEPORT listener (the kernel spreads connections), its own metrics and
+// scratch space. The current Policy is published under a mutex with a version number;
+// a worker compares the version (one relaxed atomic load) before each request and
+// copies the new pointer only when it changed, so reloads never stop the data path.
+//
+// Thread-safety: Start/Run from the main thread; Reload from any thread.
+#ifndef SLUICE_SERVER_SERVER_H_
+#define SLUICE_SERVER_SERVER_H_
+
+#include <atomic>
+#include <cstdio>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "config/config.h"
+#include "gate/gate.h"
+#include "metrics/metrics.h"
+#include "store/memory_store.h"
+
+namespace sluice::server {
+
+class Worker;
+class AdminServer;
+
+class Server {
+ public:
+  // `config_path` empty: the embedded quickstart (reloads re-read it).
+  Server(std::shared_ptr<const config::Config> config, std::string config_path);
+  ~Server();
+
+  // Binds the listeners and starts the threads; returns an error message, or "".
+  std::string Start();
+  // Waits for SIGTERM/SIGINT (reloading on SIGHUP), then drains and stops. Returns the
+  // process exit status. REQUIRES: Start() succeeded, and the signals are blocked in
+  // every thread (BlockSignals() before Start()).
+  int Run();
+  static void BlockSignals();
+
+  // Loads the config again and, when valid, switches every worker to it. Returns ""
+  // or the errors, one per line. Settings that only a restart applies (listeners,
+  // workers, store) keep their running values; the answer says so.
+  std::string Reload();
+
+  // For workers.
+  uint64_t policy_version() const { return policy_version_.load(std::memory_order_acquire); }
+  std::shared_ptr<const gate::Policy> policy() const;
+  metrics::Registry& registry() { return registry_; }
+  bool draining() const { return draining_.load(std::memory_order_relaxed); }
+  std::atomic<int64_t>& connections() { return connections_; }
+  int access_log_fd() const { return access_log_fd_; }
+
+ private:
+  void Publish(std::shared_ptr<const config::Config> config);
+
+  std::string config_path_;
+  std::shared_ptr<const config::Config> startup_config_;
+  metrics::Registry registry_;
+  std::unique_ptr<store::MemoryStore> store_;
+
+  mutable std::mutex policy_mutex_;
+  std::shared_ptr<const gate::Policy> policy_;  // guarded by policy_mutex_
+  std::atomic<uint64_t> policy_version_{0};
+  std::mutex reload_mutex_;  // one reload at a time
+
+  std::atomic<bool> draining_{false};
+  std::atomic<int64_t> connections_{0};
+  int access_log_fd_ = -1;
+
+  std::vector<std::unique_ptr<Worker>> workers_;
+  std::vector<std::thread> threads_;
+  std::unique_ptr<AdminServer> admin_;
+  std::thread admin_thread_;
+};
+
+}  // namespace sluice::server
+
+#endif  // SLUICE_SERVER_SERVER_H_
