@@ -26,11 +26,10 @@ build: configure
 test: build
 	cd $(BUILD_DIR) && ctest --output-on-failure --parallel $(JOBS)
 
-# Until the server exists, the main job is the algorithm simulator on a built-in
-# scenario: a spike of traffic through all six algorithms side by side.
+# sluice on the embedded quickstart config (examples/quickstart.yaml), in-memory
+# store: requests on 127.0.0.1:8080, metrics on 127.0.0.1:9090. Ctrl-C stops it.
 run: build
-	$(BUILD_DIR)/sluice simulate --algorithm all --limit 10 --period 1s --burst 5 \
-	  --pattern spike --rate 30 --duration 10s
+	$(BUILD_DIR)/sluice serve
 
 bench: build
 	bench/run.sh

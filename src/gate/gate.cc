@@ -3,6 +3,7 @@
 #include <xxhash.h>
 
 #include <algorithm>
+#include <charconv>
 #include <cstring>
 
 #include "core/check.h"
@@ -15,7 +16,11 @@ using config::KeyPartKind;
 // Separates the rule name from the client key in a store key; rule names cannot
 // contain it, so two rules never share state.
 constexpr char kRuleSeparator = '\x1f';
-constexpr char kPartSeparator = '|';
+// Between key parts in the client key: a control character, which HTTP header values
+// and request targets cannot carry, so two different lists of parts never give the
+// same key. Overrides are written with '|' and translated when compiled.
+constexpr char kPartSeparator = '\x1e';
+constexpr char kOverridePartSeparator = '|';
 
 std::string_view Trim(std::string_view s) {
   while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
@@ -94,7 +99,10 @@ bool RuleMatches(const config::Rule& rule, const http::Request& request) {
   return true;
 }
 
-uint64_t HashClient(std::string_view text) { return XXH3_64bits(text.data(), text.size()); }
+// The client key as the store sees it: its XXH3-128, so secrets
+// (API keys, credentials) never leave the gate in clear, whatever the store does
+// with its keys. The hash is unseeded so every instance of a fleet agrees on it.
+XXH128_hash_t HashClient(std::string_view text) { return XXH3_128bits(text.data(), text.size()); }
 
 }  // namespace
 
@@ -106,7 +114,12 @@ std::shared_ptr<const Policy> Policy::Compile(std::shared_ptr<const config::Conf
     CompiledRule compiled;
     compiled.rule = &rule;
     compiled.metric_slot = registry.RuleSlot(rule.name);
-    for (const config::Override& o : rule.overrides) compiled.overrides.emplace(o.key, o.limit);
+    for (const config::Override& o : rule.overrides) {
+      std::string key = o.key;
+      if (rule.key.size() > 1)
+        std::replace(key.begin(), key.end(), kOverridePartSeparator, kPartSeparator);
+      compiled.overrides.emplace(std::move(key), o.limit);
+    }
     policy->rules_.push_back(std::move(compiled));
   }
   return policy;
@@ -237,7 +250,14 @@ void Evaluator::Evaluate(const Policy& policy, const http::Request& request, Tim
         missing = true;
         continue;
       }
+      const size_t start = client_key_.size();
       client_key_.append(*value);
+      if (part.kind == KeyPartKind::kHost) {
+        // Host names are case-insensitive: one host, one counter.
+        for (size_t c = start; c < client_key_.size(); ++c) {
+          if (client_key_[c] >= 'A' && client_key_[c] <= 'Z') client_key_[c] += 'a' - 'A';
+        }
+      }
     }
 
     RuleResult& result = out.results.emplace_back();
@@ -263,11 +283,14 @@ void Evaluator::Evaluate(const Policy& policy, const http::Request& request, Tim
       const auto it = compiled.overrides.find(std::string_view(client_key_));
       if (it != compiled.overrides.end()) result.limit = it->second;
     }
-    result.client_hash = HashClient(client_key_);
+    const XXH128_hash_t hash = HashClient(client_key_);
+    result.client_hash = hash.low64;
     result.key_offset = out.keys.size();
     out.keys.append(rule.name);
     out.keys += kRuleSeparator;
-    out.keys.append(client_key_);
+    // The 16 bytes of the hash as they are: the memory store fingerprints the key
+    // anyway, and a store that needs text (Redis) encodes it there.
+    out.keys.append(reinterpret_cast<const char*>(&hash), sizeof(hash));
     result.key_length = out.keys.size() - result.key_offset;
   }
 
@@ -341,20 +364,32 @@ int64_t CeilSeconds(Duration d) {
   return ns / 1'000'000'000 + (ns % 1'000'000'000 != 0 ? 1 : 0);
 }
 
+namespace {
+
+// Decimal text without printf: this runs for every response.
+void AppendNumber(std::string& out, uint64_t value) {
+  char digits[20];
+  const auto [end, ec] = std::to_chars(digits, digits + sizeof(digits), value);
+  out.append(digits, static_cast<size_t>(end - digits));
+}
+
+}  // namespace
+
 void AppendRateLimitHeaders(const Evaluation& evaluation, bool legacy, std::string& out) {
   if (evaluation.results.empty()) return;
   // RFC 9651 lists of items: a string (the rule name, which config restricts to
   // characters that need no escaping) with integer parameters.
-  char buffer[160];
   out.append("RateLimit-Policy: ");
   bool first = true;
   for (const RuleResult& r : evaluation.results) {
     if (r.outcome == metrics::Outcome::kMissingKey) continue;
-    const int n =
-        snprintf(buffer, sizeof(buffer), "%s\"%s\";q=%llu;w=%lld", first ? "" : ", ",
-                 r.rule->rule->name.c_str(), static_cast<unsigned long long>(r.limit.limit),
-                 static_cast<long long>(std::max<int64_t>(1, CeilSeconds(r.limit.period))));
-    out.append(buffer, static_cast<size_t>(n));
+    if (!first) out.append(", ");
+    out += '"';
+    out.append(r.rule->rule->name);
+    out.append("\";q=");
+    AppendNumber(out, r.limit.limit);
+    out.append(";w=");
+    AppendNumber(out, static_cast<uint64_t>(std::max<int64_t>(1, CeilSeconds(r.limit.period))));
     first = false;
   }
   out.append("\r\nRateLimit: ");
@@ -362,23 +397,25 @@ void AppendRateLimitHeaders(const Evaluation& evaluation, bool legacy, std::stri
   const RuleResult* tightest = nullptr;
   for (const RuleResult& r : evaluation.results) {
     if (r.outcome == metrics::Outcome::kMissingKey) continue;
-    const int n =
-        snprintf(buffer, sizeof(buffer), "%s\"%s\";r=%llu;t=%lld", first ? "" : ", ",
-                 r.rule->rule->name.c_str(), static_cast<unsigned long long>(r.decision.remaining),
-                 static_cast<long long>(CeilSeconds(r.decision.reset_after)));
-    out.append(buffer, static_cast<size_t>(n));
+    if (!first) out.append(", ");
+    out += '"';
+    out.append(r.rule->rule->name);
+    out.append("\";r=");
+    AppendNumber(out, r.decision.remaining);
+    out.append(";t=");
+    AppendNumber(out, static_cast<uint64_t>(CeilSeconds(r.decision.reset_after)));
     first = false;
     if (tightest == nullptr || r.decision.remaining < tightest->decision.remaining) tightest = &r;
   }
   out.append("\r\n");
   if (legacy && tightest != nullptr) {
-    const int n = snprintf(buffer, sizeof(buffer),
-                           "X-RateLimit-Limit: %llu\r\nX-RateLimit-Remaining: %llu\r\n"
-                           "X-RateLimit-Reset: %lld\r\n",
-                           static_cast<unsigned long long>(tightest->limit.limit),
-                           static_cast<unsigned long long>(tightest->decision.remaining),
-                           static_cast<long long>(CeilSeconds(tightest->decision.reset_after)));
-    out.append(buffer, static_cast<size_t>(n));
+    out.append("X-RateLimit-Limit: ");
+    AppendNumber(out, tightest->limit.limit);
+    out.append("\r\nX-RateLimit-Remaining: ");
+    AppendNumber(out, tightest->decision.remaining);
+    out.append("\r\nX-RateLimit-Reset: ");
+    AppendNumber(out, static_cast<uint64_t>(CeilSeconds(tightest->decision.reset_after)));
+    out.append("\r\n");
   }
 }
 

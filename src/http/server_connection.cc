@@ -279,7 +279,8 @@ void ServerConnection::ReadAvailable() {
       if (phase_ == Phase::kHead) FailProtocol(431);
       return;  // held with a full buffer: wait for the response
     }
-    const ssize_t n = read(fd_, in_.data() + in_end_, in_.size() - in_end_);
+    // recv rather than read: the socket call skips the file layer (position lock, VFS).
+    const ssize_t n = recv(fd_, in_.data() + in_end_, in_.size() - in_end_, 0);
     if (n > 0) {
       in_end_ += static_cast<size_t>(n);
       Parse();
@@ -304,7 +305,7 @@ void ServerConnection::ReadAvailable() {
 }
 
 void ServerConnection::Parse() {
-  while (!closed_) {
+  while (!closed_ && !close_after_write_) {
     if (phase_ == Phase::kDone) {
       if (!answered_) return;  // held: pipelined requests wait
       NextMessage();
@@ -328,6 +329,8 @@ void ServerConnection::Parse() {
         Dispatch();  // head complete
       } else if (phase_ == Phase::kBody) {
         phase_ = Phase::kDone;
+        // No timeout while the answer is pending: a held request waits for its rule.
+        DisarmDeadline();
         if (answered_) out_ready_ = out_.size();
       }
       continue;
@@ -340,6 +343,12 @@ void ServerConnection::Parse() {
       } else {
         FailProtocol(400);
       }
+      return;
+    }
+    if (n == 0 && in_parsed_ < in_end_) {
+      // The parser stopped without an error (after an Upgrade request): what follows
+      // is not HTTP/1.1 that this server speaks.
+      FailProtocol(400);
       return;
     }
     if (phase_ == Phase::kHead && in_parsed_ - head_start_ > limits_.max_header_bytes) {
