@@ -108,6 +108,82 @@ char* AppendDecimal(char* out, uint64_t value) {
   return out;
 }
 
+int HexValue(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+bool IsUnreserved(char c) {
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
+         c == '.' || c == '_' || c == '~';
+}
+
+}  // namespace
+
+// The path that rules match: the request target's path in one canonical spelling, so
+// that "/%61pi/x", "//api/x", "/x/../api/x" and "http://host/api/x" cannot slip past
+// a rule for "/api/". Percent-encoded unreserved characters are decoded (RFC 3986
+// 6.2.2.2), dot segments removed (5.2.4) and repeated slashes merged, as nginx does
+// before matching locations. Other escapes ("%2F") stay as they are. Most paths need
+// none of this and are returned as they are, without a copy.
+std::string_view CanonicalPath(std::string_view path, std::string& scratch) {
+  // Absolute form (a proxy-style request): the path starts after the authority.
+  if (!path.empty() && path.front() != '/') {
+    const size_t scheme_end = path.find("://");
+    if (scheme_end != std::string_view::npos) {
+      const size_t slash = path.find('/', scheme_end + 3);
+      path = slash == std::string_view::npos ? std::string_view("/") : path.substr(slash);
+    }
+  }
+  bool plain = true;
+  for (size_t i = 0; i < path.size() && plain; ++i) {
+    if (path[i] == '%') plain = false;
+    if (path[i] == '/' && i + 1 < path.size() && (path[i + 1] == '/' || path[i + 1] == '.')) {
+      plain = false;
+    }
+  }
+  if (plain) return path;
+
+  std::string decoded;
+  decoded.reserve(path.size());
+  for (size_t i = 0; i < path.size(); ++i) {
+    if (path[i] == '%' && i + 2 < path.size()) {
+      const int hi = HexValue(path[i + 1]), lo = HexValue(path[i + 2]);
+      if (hi >= 0 && lo >= 0 && IsUnreserved(static_cast<char>(hi * 16 + lo))) {
+        decoded += static_cast<char>(hi * 16 + lo);
+        i += 2;
+        continue;
+      }
+    }
+    decoded += path[i];
+  }
+  // Segments between slashes: "" and "." are dropped, ".." drops the one before; a
+  // path that ended in a slash (or in "." or "..") keeps its trailing slash.
+  scratch.clear();
+  bool trailing_slash = false;
+  size_t start = decoded.empty() || decoded.front() != '/' ? 0 : 1;
+  while (start <= decoded.size()) {
+    size_t end = decoded.find('/', start);
+    if (end == std::string::npos) end = decoded.size();
+    const std::string_view segment(decoded.data() + start, end - start);
+    trailing_slash = segment.empty() || segment == "." || segment == "..";
+    if (segment == "..") {
+      const size_t cut = scratch.rfind('/');
+      scratch.resize(cut == std::string::npos ? 0 : cut);
+    } else if (!trailing_slash) {
+      scratch += '/';
+      scratch.append(segment);
+    }
+    start = end + 1;
+  }
+  if (scratch.empty() || trailing_slash) scratch += '/';
+  return scratch;
+}
+
+namespace {
+
 ServerConnection* Self(http_parser* parser) { return static_cast<ServerConnection*>(parser->data); }
 
 }  // namespace
@@ -132,15 +208,24 @@ void RequestIdSource::Generate(char* out) {
 // --- TimeoutList ----------------------------------------------------------------------
 
 void TimeoutList::Append(ServerConnection* c) {
+  // Sorted insertion from the tail. With one timeout per list every new deadline is
+  // the latest and this is O(1); after a reload shortens the timeout, a new deadline
+  // walks back past the older, longer ones so the head is still the earliest.
+  ServerConnection* after = tail_;
+  while (after != nullptr && after->deadline_ns_ > c->deadline_ns_) after = after->timeout_prev_;
   c->timeout_list_ = this;
-  c->timeout_prev_ = tail_;
-  c->timeout_next_ = nullptr;
-  if (tail_ != nullptr) {
-    tail_->timeout_next_ = c;
+  c->timeout_prev_ = after;
+  c->timeout_next_ = after != nullptr ? after->timeout_next_ : head_;
+  if (c->timeout_next_ != nullptr) {
+    c->timeout_next_->timeout_prev_ = c;
+  } else {
+    tail_ = c;
+  }
+  if (after != nullptr) {
+    after->timeout_next_ = c;
   } else {
     head_ = c;
   }
-  tail_ = c;
 }
 
 void TimeoutList::Remove(ServerConnection* c) {
@@ -459,6 +544,7 @@ void ServerConnection::Dispatch() {
   const size_t question = request.target.find('?');
   request.path = request.target.substr(0, question);
   if (question != std::string_view::npos) request.query = request.target.substr(question + 1);
+  request.path = CanonicalPath(request.path, normalized_path_);
   request.version_minor = parser_.http_minor;
   version_1_0_ = parser_.http_major == 1 && parser_.http_minor == 0;
   for (size_t i = 0; i < header_count_; ++i) {

@@ -53,6 +53,9 @@ struct Request {
   std::optional<std::string_view> FindHeader(std::string_view name) const;
 };
 
+// The path rules match on (see the definition); `scratch` holds it when it differs.
+std::string_view CanonicalPath(std::string_view path, std::string& scratch);
+
 struct ProtocolLimits {
   size_t max_header_bytes = 16384;
   size_t max_body_bytes = 10485760;
@@ -62,9 +65,10 @@ struct ProtocolLimits {
 
 class ServerConnection;
 
-// Connections waiting on a timeout, oldest first. Every member of one list waits on
-// the same timeout, so arming appends at the tail and the list stays sorted by
-// deadline: a loop tick pops the expired ones from the head without scanning the rest.
+// Connections waiting on a timeout, earliest deadline first. Every member of one list
+// usually waits on the same timeout, so arming appends at the tail in O(1) and a loop
+// tick pops the expired ones from the head without scanning the rest. (After a reload
+// shortens the timeout, arming walks back past the longer deadlines to stay sorted.)
 class TimeoutList {
  public:
   void Append(ServerConnection* connection);
@@ -205,6 +209,7 @@ class ServerConnection final : public net::IoHandler {
   uint64_t body_bytes_ = 0;
   std::array<Header, 100> header_views_;
   char request_id_storage_[128];
+  std::string normalized_path_;
   size_t request_id_length_ = 0;
   bool keep_alive_ = true;
   bool version_1_0_ = false;

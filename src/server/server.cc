@@ -127,7 +127,7 @@ struct HeldRequest {
   std::shared_ptr<const gate::Policy> policy;
   gate::Evaluation evaluation;
   Timestamp arrived;
-  int64_t started_ns = 0;  // for the latency histogram
+  int64_t decided_ns = 0;  // time spent deciding so far, not waiting (for the histogram)
   net::EventLoop::TimerId timer = net::EventLoop::kNoTimer;
   std::string method;
   std::string path;
@@ -210,7 +210,9 @@ class Worker final : public http::RequestHandler {
     policy_version_ = version;
     limits_ = LimitsOf(policy_->config());
     legacy_headers_ = policy_->config().legacy_headers;
-    access_log_ = policy_->config().access_log.enabled && server_.access_log_fd() >= 0;
+    FlushLog();  // what was logged so far goes to the file it was meant for
+    log_file_ = server_.access_log();
+    access_log_ = log_file_ != nullptr;
     max_connections_ = static_cast<int64_t>(policy_->config().http.max_connections);
   }
 
@@ -272,7 +274,7 @@ class Worker final : public http::RequestHandler {
     held->evaluation = std::move(evaluation_);
     evaluation_ = gate::Evaluation();
     held->arrived = loop_.now();
-    held->started_ns = started;
+    held->decided_ns = ToNanos(clock_.Now()) - started;
     held->method = request.method;
     held->path = request.path;
     held->request_id = request.request_id;
@@ -293,16 +295,19 @@ class Worker final : public http::RequestHandler {
     if (it == held_.end()) return;
     HeldRequest& held = *it->second;
     const Timestamp now = loop_.now();
+    const int64_t recheck_started = ToNanos(clock_.Now());
     evaluator_.Recheck(held.evaluation, now, now - held.arrived);
     if (held.evaluation.verdict == gate::Verdict::kHold) {
+      held.decided_ns += ToNanos(clock_.Now()) - recheck_started;
       ScheduleRecheck(connection, held);
       return;
     }
     std::unique_ptr<HeldRequest> done = std::move(it->second);
     held_.erase(it);
     metrics_.requests_held.fetch_sub(1, std::memory_order_relaxed);
+    // The histogram measures deciding, not the wait a delay rule imposes.
     Answer(connection, *done->policy, done->evaluation, done->method, done->path, done->request_id,
-           done->started_ns);
+           recheck_started - done->decided_ns);
   }
 
   void Answer(http::ServerConnection& connection, const gate::Policy& policy,
@@ -412,8 +417,7 @@ class Worker final : public http::RequestHandler {
         const size_t newline = log_.rfind('\n', end - 1);
         end = newline != std::string::npos && newline >= start ? newline + 1 : end;
       }
-      [[maybe_unused]] ssize_t written =
-          write(server_.access_log_fd(), log_.data() + start, end - start);
+      [[maybe_unused]] ssize_t written = write(log_file_->fd(), log_.data() + start, end - start);
       start = end;
     }
     log_.clear();
@@ -430,6 +434,7 @@ class Worker final : public http::RequestHandler {
   http::ProtocolLimits limits_;
 
   std::shared_ptr<const gate::Policy> policy_;
+  std::shared_ptr<const LogFile> log_file_;  // null: access log off
   uint64_t policy_version_ = UINT64_MAX;
   bool legacy_headers_ = false;
   bool access_log_ = false;
@@ -556,7 +561,6 @@ Server::~Server() {
   if (admin_thread_.joinable()) admin_thread_.join();
   workers_.clear();
   admin_.reset();
-  if (access_log_fd_ > 2) close(access_log_fd_);
 }
 
 void Server::BlockSignals() {
@@ -572,6 +576,30 @@ void Server::BlockSignals() {
 std::shared_ptr<const gate::Policy> Server::policy() const {
   std::lock_guard lock(policy_mutex_);
   return policy_;
+}
+
+std::shared_ptr<const LogFile> Server::access_log() const {
+  std::lock_guard lock(policy_mutex_);
+  return access_log_;
+}
+
+LogFile::~LogFile() {
+  if (fd_ > STDERR_FILENO) close(fd_);
+}
+
+std::shared_ptr<const LogFile> Server::OpenAccessLog(const config::AccessLogConfig& config,
+                                                     std::shared_ptr<const LogFile> current,
+                                                     std::string* error) {
+  if (!config.enabled) return nullptr;
+  const std::string& path = config.path;
+  if (current != nullptr && current->path() == path) return current;  // keep the open file
+  if (path == "stdout" || path == "-") return std::make_shared<LogFile>(STDOUT_FILENO, path);
+  const int fd = open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
+  if (fd < 0) {
+    *error = Errno(fmt::format("access_log.path {}", path));
+    return nullptr;
+  }
+  return std::make_shared<LogFile>(fd, path);
 }
 
 void Server::Publish(std::shared_ptr<const config::Config> config) {
@@ -597,16 +625,9 @@ std::string Server::Start() {
                "sluice: warning: grpc_listen is not implemented in this version; ignored\n");
   }
 
-  if (config.access_log.enabled) {
-    if (config.access_log.path == "stdout" || config.access_log.path == "-") {
-      access_log_fd_ = STDOUT_FILENO;
-    } else {
-      access_log_fd_ =
-          open(config.access_log.path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
-      if (access_log_fd_ < 0)
-        return Errno(fmt::format("access_log.path {}", config.access_log.path));
-    }
-  }
+  std::string error;
+  access_log_ = OpenAccessLog(config.access_log, nullptr, &error);
+  if (!error.empty()) return error;
 
   store::MemoryStore::Options store_options;
   store_options.max_keys = config.store.max_keys;
@@ -617,7 +638,6 @@ std::string Server::Start() {
   unsigned worker_count = config.workers;
   if (worker_count == 0) worker_count = std::max(1u, std::thread::hardware_concurrency());
 
-  std::string error;
   net::Endpoint listen_at = config.listen;
   std::vector<int> fds;
   for (unsigned i = 0; i < worker_count; ++i) {
@@ -675,6 +695,17 @@ std::string Server::Reload() {
     fmt::print(stderr,
                "sluice: reload: listen, admin_listen, workers and store settings take effect on "
                "restart; the rest applies now\n");
+  }
+  std::string error;
+  std::shared_ptr<const LogFile> log = OpenAccessLog(next.access_log, access_log(), &error);
+  if (!error.empty()) {
+    registry_.reloads_failed.Add();
+    fmt::print(stderr, "sluice: reload refused, the running config stays:\n{}\n", error);
+    return error;
+  }
+  {
+    std::lock_guard lock(policy_mutex_);
+    access_log_ = std::move(log);  // workers switch when they see the new policy version
   }
   Publish(loaded.config);
   registry_.reloads_succeeded.Add();

@@ -29,6 +29,22 @@ namespace sluice::server {
 class Worker;
 class AdminServer;
 
+// The access log's open file, shared by the workers that write to it; closed when the
+// last one lets go after a reload moved the log elsewhere.
+class LogFile {
+ public:
+  LogFile(int fd, std::string path) : fd_(fd), path_(std::move(path)) {}
+  ~LogFile();
+  LogFile(const LogFile&) = delete;
+  LogFile& operator=(const LogFile&) = delete;
+  int fd() const { return fd_; }
+  const std::string& path() const { return path_; }
+
+ private:
+  int fd_;
+  std::string path_;
+};
+
 class Server {
  public:
   // `config_path` empty: the embedded quickstart (reloads re-read it).
@@ -54,10 +70,15 @@ class Server {
   metrics::Registry& registry() { return registry_; }
   bool draining() const { return draining_.load(std::memory_order_relaxed); }
   std::atomic<int64_t>& connections() { return connections_; }
-  int access_log_fd() const { return access_log_fd_; }
+  // The access log of the current config, or null when it is off.
+  std::shared_ptr<const LogFile> access_log() const;
 
  private:
   void Publish(std::shared_ptr<const config::Config> config);
+  // The file for `config` (`current` again when the path is unchanged), null when off.
+  static std::shared_ptr<const LogFile> OpenAccessLog(const config::AccessLogConfig& config,
+                                                      std::shared_ptr<const LogFile> current,
+                                                      std::string* error);
 
   std::string config_path_;
   std::shared_ptr<const config::Config> startup_config_;
@@ -71,7 +92,7 @@ class Server {
 
   std::atomic<bool> draining_{false};
   std::atomic<int64_t> connections_{0};
-  int access_log_fd_ = -1;
+  std::shared_ptr<const LogFile> access_log_;  // guarded by policy_mutex_
 
   std::vector<std::unique_ptr<Worker>> workers_;
   std::vector<std::thread> threads_;
