@@ -11,13 +11,14 @@
 #include <fcntl.h>
 #include <fmt/format.h>
 #include <unistd.h>
+#include <yaml-cpp/eventhandler.h>
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <initializer_list>
-#include <span>
+#include <sstream>
 #include <utility>
 
 #include "core/units.h"
@@ -1111,6 +1112,44 @@ void Loader::LoadRoutes(const Item& item, std::vector<Route>& routes,
   }
 }
 
+// Where each YAML document of a stream starts; the parse events are otherwise ignored.
+class DocumentStarts : public YAML::EventHandler {
+ public:
+  std::vector<YAML::Mark> marks;
+  void OnDocumentStart(const YAML::Mark& mark) override { marks.push_back(mark); }
+  void OnDocumentEnd() override {}
+  void OnNull(const YAML::Mark&, YAML::anchor_t) override {}
+  void OnAlias(const YAML::Mark&, YAML::anchor_t) override {}
+  void OnScalar(const YAML::Mark&, const std::string&, YAML::anchor_t,
+                const std::string&) override {}
+  void OnSequenceStart(const YAML::Mark&, const std::string&, YAML::anchor_t,
+                       YAML::EmitterStyle::value) override {}
+  void OnSequenceEnd() override {}
+  void OnMapStart(const YAML::Mark&, const std::string&, YAML::anchor_t,
+                  YAML::EmitterStyle::value) override {}
+  void OnMapEnd() override {}
+};
+
+// Where the second YAML document of `text` starts, if it has one. Throws
+// YAML::ParserException on a syntax error, like YAML::Load. YAML::LoadAll is not used: in yaml-cpp
+// 0.7 it loops forever, allocating, on a stray ',' outside a flow collection (yaml-cpp PR #1319):
+// the parser yields an empty document without consuming the token, again and again.
+// Here a document that starts where the previous one did is that case, and an error.
+std::optional<YAML::Mark> SecondDocument(const std::string& text) {
+  std::istringstream stream(text);
+  YAML::Parser parser(stream);
+  DocumentStarts starts;
+  // Two documents are enough to tell; a third call catches the stuck parser.
+  for (int i = 0; i < 3 && parser.HandleNextDocument(starts); ++i) {
+    const std::vector<YAML::Mark>& marks = starts.marks;
+    if (marks.size() >= 2 && marks[marks.size() - 1].pos == marks[marks.size() - 2].pos) {
+      throw YAML::ParserException(marks.back(), "unexpected character");
+    }
+  }
+  if (starts.marks.size() < 2) return std::nullopt;
+  return starts.marks[1];
+}
+
 }  // namespace
 
 std::string ConfigError::ToString() const {
@@ -1126,20 +1165,21 @@ LoadResult LoadConfigText(std::string_view text, std::string_view source) {
   config->listen = *net::Endpoint::Parse("0.0.0.0:8080");
   config->admin_listen = *net::Endpoint::Parse("127.0.0.1:9090");
   try {
-    const std::vector<YAML::Node> documents = YAML::LoadAll(std::string(text));
-    if (documents.empty() || documents.front().IsNull()) {
+    const std::string yaml(text);
+    const std::optional<YAML::Mark> second = SecondDocument(yaml);
+    const YAML::Node root = second ? YAML::Node() : YAML::Load(yaml);
+    if (second) {
+      // Reported alone: the first document may be only half of what was meant.
+      loader.ErrorAt(*second,
+                     "a second YAML document; a configuration is one document (remove '---')");
+    } else if (root.IsNull()) {
       loader.ErrorAt(YAML::Mark::null_mark(),
                      "the configuration is empty; expected a map of settings such as "
                      "\"listen:\" and \"rules:\"");
-    } else if (documents.size() > 1) {
-      loader.ErrorAt(documents[1].Mark(),
-                     "a second YAML document; a configuration is one document (remove '---')");
-    } else if (!documents.front().IsMap()) {
-      loader.ErrorAt(documents.front().Mark(),
-                     fmt::format("the configuration must be a map of settings, got {}",
-                                 Describe(documents.front())));
+    } else if (!root.IsMap()) {
+      loader.ErrorAt(root.Mark(), fmt::format("the configuration must be a map of settings, got {}",
+                                              Describe(root)));
     } else {
-      const YAML::Node& root = documents.front();
       loader.LoadDocument(Item{root, root.Mark(), ""}, *config);
     }
   } catch (const YAML::Exception& e) {

@@ -55,7 +55,7 @@ enum class OnMissingKey { kSkip, kReject, kAnonymous };
 // its value, e.g. the API key "premium-123").
 struct Override {
   std::string key;
-  Limit limit;  // fields absent in YAML are the rule's
+  Limit limit;  // absent limit/period: the rule's; absent burst: the rule's if set, else this limit
 };
 
 struct Rule {

@@ -279,9 +279,16 @@ TEST(ConfigErrors, TopLevelMustBeAMap) {
                                       "settings, got \"hello\""}));
 }
 
+TEST(ConfigErrors, StrayCommaIsASyntaxError) {
+  // yaml-cpp 0.7's LoadAll loops forever on this input; the loader must not.
+  EXPECT_EQ(Errors(",\n"), (Lines{"t.yaml:1:1: invalid YAML: unexpected character"}));
+  EXPECT_EQ(Errors("workers: 1\n...\n,\n"),
+            (Lines{"t.yaml:3:1: invalid YAML: unexpected character"}));
+}
+
 TEST(ConfigErrors, SecondDocumentIsAnError) {
   EXPECT_EQ(Errors("workers: 1\n---\nworkers: 2\n"),
-            (Lines{"t.yaml:3:1: a second YAML document; a configuration is one document "
+            (Lines{"t.yaml:2:1: a second YAML document; a configuration is one document "
                    "(remove '---')"}));
 }
 
