@@ -39,19 +39,6 @@ bool EqualsIgnoreCase(std::string_view a, std::string_view b) {
   return true;
 }
 
-// The Host header without its port ("Example.com:8080" -> "Example.com").
-std::string_view HostOf(const http::Request& request) {
-  std::optional<std::string_view> host = request.FindHeader("host");
-  if (!host) return {};
-  std::string_view h = Trim(*host);
-  if (!h.empty() && h.front() == '[') {  // [v6]:port
-    const size_t close = h.find(']');
-    return close == std::string_view::npos ? h : h.substr(0, close + 1);
-  }
-  const size_t colon = h.rfind(':');
-  return colon == std::string_view::npos ? h : h.substr(0, colon);
-}
-
 std::optional<std::string_view> QueryParam(std::string_view query, std::string_view name) {
   while (!query.empty()) {
     const size_t amp = query.find('&');
@@ -90,7 +77,7 @@ bool RuleMatches(const config::Rule& rule, const http::Request& request) {
     return false;
   }
   if (!rule.hosts.empty()) {
-    const std::string_view host = HostOf(request);
+    const std::string_view host = request.host;
     if (std::none_of(rule.hosts.begin(), rule.hosts.end(),
                      [host](const std::string& h) { return EqualsIgnoreCase(h, host); })) {
       return false;
@@ -240,7 +227,7 @@ void Evaluator::Evaluate(const Policy& policy, const http::Request& request, Tim
           value = request.method;
           break;
         case KeyPartKind::kHost:
-          value = HostOf(request);
+          value = request.host;
           break;
         case KeyPartKind::kQuery:
           value = QueryParam(request.query, part.name);

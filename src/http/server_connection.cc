@@ -108,6 +108,15 @@ char* AppendDecimal(char* out, uint64_t value) {
   return out;
 }
 
+// "http://host:port/path" -> "host:port"; nullopt for any other form.
+std::optional<std::string_view> AbsoluteFormAuthority(std::string_view target) {
+  if (target.empty() || target.front() == '/') return std::nullopt;
+  const size_t scheme_end = target.find("://");
+  if (scheme_end == std::string_view::npos) return std::nullopt;
+  const std::string_view rest = target.substr(scheme_end + 3);
+  return rest.substr(0, rest.find_first_of("/?"));
+}
+
 int HexValue(char c) {
   if (c >= '0' && c <= '9') return c - '0';
   if (c >= 'a' && c <= 'f') return c - 'a' + 10;
@@ -180,6 +189,23 @@ std::string_view CanonicalPath(std::string_view path, std::string& scratch) {
   }
   if (scratch.empty() || trailing_slash) scratch += '/';
   return scratch;
+}
+
+// "Example.com:8080" -> "Example.com", "[::1]:80" -> "[::1]", "example.com." ->
+// "example.com" (the root label's dot names the same host).
+std::string_view HostWithoutPort(std::string_view host) {
+  while (!host.empty() && (host.front() == ' ' || host.front() == '\t')) host.remove_prefix(1);
+  while (!host.empty() && (host.back() == ' ' || host.back() == '\t')) host.remove_suffix(1);
+  const size_t at = host.rfind('@');  // userinfo in an absolute-form authority
+  if (at != std::string_view::npos) host.remove_prefix(at + 1);
+  if (!host.empty() && host.front() == '[') {
+    const size_t close = host.find(']');
+    return close == std::string_view::npos ? host : host.substr(0, close + 1);
+  }
+  const size_t colon = host.rfind(':');
+  if (colon != std::string_view::npos) host = host.substr(0, colon);
+  if (host.size() > 1 && host.back() == '.') host.remove_suffix(1);
+  return host;
 }
 
 namespace {
@@ -402,7 +428,9 @@ void ServerConnection::Parse() {
       phase_ = Phase::kHead;
       head_start_ = in_parsed_;
       in_keep_ = in_parsed_;
-      ArmDeadline(timeouts_.header, limits_.header_timeout);
+      // A new connection's head deadline runs from the accept; a keep-alive one's from
+      // the first byte of its next request.
+      if (timeout_list_ != &timeouts_.header) ArmDeadline(timeouts_.header, limits_.header_timeout);
     }
     const size_t n =
         http_parser_execute(&parser_, &kSettings, in_.data() + in_parsed_, in_end_ - in_parsed_);
@@ -545,13 +573,36 @@ void ServerConnection::Dispatch() {
   request.path = request.target.substr(0, question);
   if (question != std::string_view::npos) request.query = request.target.substr(question + 1);
   request.path = CanonicalPath(request.path, normalized_path_);
-  request.version_minor = parser_.http_minor;
-  version_1_0_ = parser_.http_major == 1 && parser_.http_minor == 0;
   for (size_t i = 0; i < header_count_; ++i) {
     header_views_[i] = {{base + header_spans_[i].name.offset, header_spans_[i].name.length},
                         {base + header_spans_[i].value.offset, header_spans_[i].value.length}};
   }
   request.headers = {header_views_.data(), header_count_};
+
+  // RFC 9112: a header name with white space before the colon, and an HTTP/1.1
+  // request with no Host or several, must be refused; letting them through would let
+  // a client show the rules one host and an upstream another.
+  size_t host_count = 0;
+  std::string_view host_header;
+  for (size_t i = 0; i < header_count_; ++i) {
+    const std::string_view name = header_views_[i].name;
+    if (name.empty() || name.back() == ' ' || name.back() == '\t') {
+      FailProtocol(400);
+      return;
+    }
+    if (name.size() == 4 && EqualsIgnoreCase(name, "host")) {
+      ++host_count;
+      host_header = header_views_[i].value;
+    }
+  }
+  if (host_count > 1 || (host_count == 0 && parser_.http_major == 1 && parser_.http_minor >= 1)) {
+    FailProtocol(400);
+    return;
+  }
+  request.host = HostWithoutPort(AbsoluteFormAuthority(request.target).value_or(host_header));
+  request.version_minor = parser_.http_minor;
+  version_1_0_ = parser_.http_major == 1 && parser_.http_minor == 0;
+
   request.peer = &peer_;
   keep_alive_ = http_should_keep_alive(&parser_) != 0;
 

@@ -43,7 +43,11 @@ struct Request {
   std::string_view target;  // as sent: "/api/x?y=1"
   std::string_view path;    // target before '?'
   std::string_view query;   // after '?', without it
-  int version_minor = 1;    // HTTP/1.<minor>
+  // The host the request is for, without port or trailing dot: from the request
+  // target in absolute form ("GET http://host/x"), else from the Host header
+  // (RFC 9112 3.2.2). Not lower-cased.
+  std::string_view host;
+  int version_minor = 1;  // HTTP/1.<minor>
   std::span<const Header> headers;
   std::string_view request_id;  // from X-Request-Id when usable, generated otherwise
   const net::IpAddress* peer = nullptr;
@@ -55,6 +59,9 @@ struct Request {
 
 // The path rules match on (see the definition); `scratch` holds it when it differs.
 std::string_view CanonicalPath(std::string_view path, std::string& scratch);
+
+// A Host value or authority without port, userinfo or trailing dot; not lower-cased.
+std::string_view HostWithoutPort(std::string_view host);
 
 struct ProtocolLimits {
   size_t max_header_bytes = 16384;

@@ -112,6 +112,10 @@ class Acceptor final : public net::IoHandler {
     }
   }
   int fd() const { return fd_; }
+  void Close() {
+    if (fd_ >= 0) close(fd_);
+    fd_ = -1;
+  }
 
  private:
   int fd_;
@@ -165,7 +169,10 @@ class Worker final : public http::RequestHandler {
     loop_.Post([this] {
       draining_ = true;
       drain_deadline_ns_ = ToNanos(loop_.now()) + std::chrono::nanoseconds(kDrainGrace).count();
+      // Closed, not just unwatched: the kernel then refuses new connections at once
+      // instead of queueing them for a process that will not accept them.
       loop_.Remove(acceptor_.fd());
+      acceptor_.Close();
       for (http::ServerConnection* c = connections_; c != nullptr; c = c->owner_next) c->Drain();
     });
   }
