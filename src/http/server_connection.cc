@@ -582,8 +582,11 @@ void ServerConnection::Dispatch() {
   // RFC 9112: a header name with white space before the colon, and an HTTP/1.1
   // request with no Host or several, must be refused; letting them through would let
   // a client show the rules one host and an upstream another.
+  // One pass finds the headers this layer needs (Host, X-Request-Id, Expect).
   size_t host_count = 0;
   std::string_view host_header;
+  std::optional<std::string_view> id;
+  std::optional<std::string_view> expect;
   for (size_t i = 0; i < header_count_; ++i) {
     const std::string_view name = header_views_[i].name;
     if (name.empty() || name.back() == ' ' || name.back() == '\t') {
@@ -593,6 +596,10 @@ void ServerConnection::Dispatch() {
     if (name.size() == 4 && EqualsIgnoreCase(name, "host")) {
       ++host_count;
       host_header = header_views_[i].value;
+    } else if (name.size() == 12 && !id && EqualsIgnoreCase(name, "x-request-id")) {
+      id = header_views_[i].value;
+    } else if (name.size() == 6 && !expect && EqualsIgnoreCase(name, "expect")) {
+      expect = header_views_[i].value;
     }
   }
   if (host_count > 1 || (host_count == 0 && parser_.http_major == 1 && parser_.http_minor >= 1)) {
@@ -606,7 +613,6 @@ void ServerConnection::Dispatch() {
   request.peer = &peer_;
   keep_alive_ = http_should_keep_alive(&parser_) != 0;
 
-  const std::optional<std::string_view> id = request.FindHeader("x-request-id");
   if (id && IsUsableRequestId(*id)) {
     request_id_length_ = id->size();
     std::memcpy(request_id_storage_, id->data(), id->size());
@@ -621,7 +627,6 @@ void ServerConnection::Dispatch() {
     FailProtocol(413);
     return;
   }
-  const std::optional<std::string_view> expect = request.FindHeader("expect");
   if (expect && EqualsIgnoreCase(*expect, "100-continue") && !version_1_0_) {
     static constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
     out_.append(kContinue);

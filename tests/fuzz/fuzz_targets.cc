@@ -1,46 +1,14 @@
 #include "fuzz/fuzz_targets.h"
 
-#include <cstdio>
-#include <cstdlib>
-#include <cstring>
 #include <string>
 #include <string_view>
 #include <vector>
 
 #include "core/algorithms.h"
+#include "fuzz/fuzz_util.h"
 #include "sim/simulate.h"
 
 namespace sluice::fuzz {
-namespace {
-
-// Reads fixed-size values off the input, zeros once it runs out.
-class Reader {
- public:
-  Reader(const uint8_t* data, size_t size) : data_(data), size_(size) {}
-  template <typename T>
-  T Take() {
-    T value{};
-    const size_t n = std::min(sizeof(T), size_ - pos_);
-    std::memcpy(&value, data_ + pos_, n);
-    pos_ += n;
-    return value;
-  }
-  bool empty() const { return pos_ >= size_; }
-
- private:
-  const uint8_t* data_;
-  size_t size_;
-  size_t pos_ = 0;
-};
-
-void Require(bool condition, const char* what) {
-  if (!condition) {
-    std::fprintf(stderr, "invariant broken: %s\n", what);
-    std::abort();
-  }
-}
-
-}  // namespace
 
 int AlgorithmsOneInput(const uint8_t* data, size_t size) {
   Reader in(data, size);
