@@ -5,7 +5,7 @@ BUILD_DIR ?= build
 BUILD_TYPE ?= RelWithDebInfo
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 
-.PHONY: all deps configure build test run bench fuzz format clean
+.PHONY: all deps configure build test run bench bench-http fuzz format clean
 
 all: build
 
@@ -33,6 +33,11 @@ run: build
 
 bench: build
 	bench/run.sh
+
+# sluice against nginx and HAProxy over HTTP, each pinned to one core, wrk on the other
+# (installs nginx, haproxy and wrk when missing).
+bench-http: build
+	bench/http_peers.sh
 
 fuzz:
 	scripts/fuzz.sh $(FUZZ_SECONDS)
