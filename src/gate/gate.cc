@@ -7,6 +7,7 @@
 #include <cstring>
 
 #include "core/check.h"
+#include "http/ascii.h"
 
 namespace sluice::gate {
 namespace {
@@ -21,23 +22,6 @@ constexpr char kRuleSeparator = '\x1f';
 // same key. Overrides are written with '|' and translated when compiled.
 constexpr char kPartSeparator = '\x1e';
 constexpr char kOverridePartSeparator = '|';
-
-std::string_view Trim(std::string_view s) {
-  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
-  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
-  return s;
-}
-
-bool EqualsIgnoreCase(std::string_view a, std::string_view b) {
-  if (a.size() != b.size()) return false;
-  for (size_t i = 0; i < a.size(); ++i) {
-    char x = a[i], y = b[i];
-    if (x >= 'A' && x <= 'Z') x = static_cast<char>(x + 32);
-    if (y >= 'A' && y <= 'Z') y = static_cast<char>(y + 32);
-    if (x != y) return false;
-  }
-  return true;
-}
 
 std::optional<std::string_view> QueryParam(std::string_view query, std::string_view name) {
   while (!query.empty()) {
@@ -56,7 +40,7 @@ std::optional<std::string_view> QueryParam(std::string_view query, std::string_v
 // An X-Forwarded-For element: an address, possibly with a port ("1.2.3.4:80",
 // "[2001:db8::1]:443") as some proxies write it.
 std::optional<net::IpAddress> ParseForwardedAddress(std::string_view text) {
-  text = Trim(text);
+  text = http::TrimOws(text);
   if (auto address = net::IpAddress::Parse(text)) return address;
   if (!text.empty() && text.front() == '[') {
     const size_t close = text.find(']');
@@ -79,7 +63,7 @@ bool RuleMatches(const config::Rule& rule, const http::Request& request) {
   if (!rule.hosts.empty()) {
     const std::string_view host = request.host;
     if (std::none_of(rule.hosts.begin(), rule.hosts.end(),
-                     [host](const std::string& h) { return EqualsIgnoreCase(h, host); })) {
+                     [host](const std::string& h) { return http::EqualsIgnoreCase(h, host); })) {
       return false;
     }
   }
@@ -132,13 +116,13 @@ net::IpAddress ResolveClientIp(const net::CidrList& trusted_proxies, const http:
   // trusted hop stands (nothing to its left can be believed).
   const http::Header* headers = request.headers.data();
   for (size_t h = request.headers.size(); h-- > 0;) {
-    if (!EqualsIgnoreCase(headers[h].name, "x-forwarded-for")) continue;
+    if (!http::EqualsIgnoreCase(headers[h].name, "x-forwarded-for")) continue;
     std::string_view list = headers[h].value;
     while (true) {
       const size_t comma = list.rfind(',');
       const std::string_view element =
           comma == std::string_view::npos ? list : list.substr(comma + 1);
-      if (!Trim(element).empty()) {
+      if (!http::TrimOws(element).empty()) {
         const std::optional<net::IpAddress> address = ParseForwardedAddress(element);
         if (!address) return client;
         client = *address;
@@ -210,14 +194,14 @@ void Evaluator::Evaluate(const Policy& policy, const http::Request& request, Tim
           break;
         case KeyPartKind::kHeader:
           value = request.FindHeader(part.name);
-          if (value) value = Trim(*value);
+          if (value) value = http::TrimOws(*value);
           break;
         case KeyPartKind::kAuthorization:
           // The credentials: what follows the scheme ("Bearer <token>").
           if ((value = request.FindHeader("authorization"))) {
-            std::string_view v = Trim(*value);
+            std::string_view v = http::TrimOws(*value);
             const size_t space = v.find(' ');
-            value = space == std::string_view::npos ? v : Trim(v.substr(space + 1));
+            value = space == std::string_view::npos ? v : http::TrimOws(v.substr(space + 1));
           }
           break;
         case KeyPartKind::kPath:

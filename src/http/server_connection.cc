@@ -9,6 +9,7 @@
 #include <ctime>
 
 #include "core/check.h"
+#include "http/ascii.h"
 
 namespace sluice::http {
 namespace {
@@ -57,17 +58,6 @@ std::string_view ReasonPhrase(int status) {
     default:
       return "Unknown";
   }
-}
-
-bool EqualsIgnoreCase(std::string_view a, std::string_view b) {
-  if (a.size() != b.size()) return false;
-  for (size_t i = 0; i < a.size(); ++i) {
-    char x = a[i], y = b[i];
-    if (x >= 'A' && x <= 'Z') x = static_cast<char>(x + 32);
-    if (y >= 'A' && y <= 'Z') y = static_cast<char>(y + 32);
-    if (x != y) return false;
-  }
-  return true;
 }
 
 // A request id is echoed into our response and logs, so only a plain token is kept.
@@ -194,8 +184,7 @@ std::string_view CanonicalPath(std::string_view path, std::string& scratch) {
 // "Example.com:8080" -> "Example.com", "[::1]:80" -> "[::1]", "example.com." ->
 // "example.com" (the root label's dot names the same host).
 std::string_view HostWithoutPort(std::string_view host) {
-  while (!host.empty() && (host.front() == ' ' || host.front() == '\t')) host.remove_prefix(1);
-  while (!host.empty() && (host.back() == ' ' || host.back() == '\t')) host.remove_suffix(1);
+  host = TrimOws(host);
   const size_t at = host.rfind('@');  // userinfo in an absolute-form authority
   if (at != std::string_view::npos) host.remove_prefix(at + 1);
   if (!host.empty() && host.front() == '[') {

@@ -570,12 +570,18 @@ Server::~Server() {
   admin_.reset();
 }
 
-void Server::BlockSignals() {
+// The signals the main thread waits for; every other thread blocks them.
+sigset_t ControlSignals() {
   sigset_t set;
   sigemptyset(&set);
   sigaddset(&set, SIGINT);
   sigaddset(&set, SIGTERM);
   sigaddset(&set, SIGHUP);
+  return set;
+}
+
+void Server::BlockSignals() {
+  const sigset_t set = ControlSignals();
   pthread_sigmask(SIG_BLOCK, &set, nullptr);
   signal(SIGPIPE, SIG_IGN);
 }
@@ -721,11 +727,7 @@ std::string Server::Reload() {
 }
 
 int Server::Run() {
-  sigset_t set;
-  sigemptyset(&set);
-  sigaddset(&set, SIGINT);
-  sigaddset(&set, SIGTERM);
-  sigaddset(&set, SIGHUP);
+  const sigset_t set = ControlSignals();
   while (true) {
     int signal_number = 0;
     if (sigwait(&set, &signal_number) != 0) continue;
