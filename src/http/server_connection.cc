@@ -145,18 +145,27 @@ std::string_view CanonicalPath(std::string_view path, std::string& scratch) {
   }
   if (plain) return path;
 
-  std::string decoded;
-  decoded.reserve(path.size());
-  for (size_t i = 0; i < path.size(); ++i) {
-    if (path[i] == '%' && i + 2 < path.size()) {
-      const int hi = HexValue(path[i + 1]), lo = HexValue(path[i + 2]);
-      if (hi >= 0 && lo >= 0 && IsUnreserved(static_cast<char>(hi * 16 + lo))) {
-        decoded += static_cast<char>(hi * 16 + lo);
-        i += 2;
-        continue;
+  // Decoding can make a new escape ("%6%61" -> "%6a"); decode again until nothing
+  // changes, so the result is a fixed point (each pass that changes anything is
+  // shorter, so this ends) and a double-encoded spelling cannot differ from it.
+  std::string decoded(path);
+  std::string next;
+  for (bool changed = true; changed;) {
+    changed = false;
+    next.clear();
+    for (size_t i = 0; i < decoded.size(); ++i) {
+      if (decoded[i] == '%' && i + 2 < decoded.size()) {
+        const int hi = HexValue(decoded[i + 1]), lo = HexValue(decoded[i + 2]);
+        if (hi >= 0 && lo >= 0 && IsUnreserved(static_cast<char>(hi * 16 + lo))) {
+          next += static_cast<char>(hi * 16 + lo);
+          i += 2;
+          changed = true;
+          continue;
+        }
       }
+      next += decoded[i];
     }
-    decoded += path[i];
+    decoded.swap(next);
   }
   // Segments between slashes: "" and "." are dropped, ".." drops the one before; a
   // path that ended in a slash (or in "." or "..") keeps its trailing slash.

@@ -40,6 +40,11 @@ TEST(CanonicalPathTest, ReservedEscapesAndBrokenEscapesStay) {
   EXPECT_EQ(Canonical("/a%2"), "/a%2");
   EXPECT_EQ(Canonical("/a%zz"), "/a%zz");
   EXPECT_EQ(Canonical("/%2e%2e/api"), "/api");  // encoded dots are dots
+  // An escape that decoding creates is decoded too (found by the fuzzer): the result
+  // is a fixed point.
+  EXPECT_EQ(Canonical("/%6%61pi"), "/jpi");
+  EXPECT_EQ(Canonical("/%%32e%%32e/api"), "/api");
+  EXPECT_EQ(Canonical(Canonical("/%%32e%%32e/api")), Canonical("/%%32e%%32e/api"));
 }
 
 }  // namespace
