@@ -1,25 +1,99 @@
 #!/usr/bin/env bash
 # Runs each fuzz target under libFuzzer (clang, ASan, UBSan) for SECONDS seconds
-# (default 60), keeping the corpus in build-fuzz/corpus/<target>. A crash leaves its
-# input in build-fuzz/ and fails the script.
+# (default 60), keeping the corpus in build-fuzz/corpus/<target> and starting from the
+# seeds in tests/fuzz/seeds/<target> (and examples/ for the config). A crash leaves its
+# input in build-fuzz/<target>-crash-* and fails the script once every target has run.
+#
+#   scripts/fuzz.sh [SECONDS]
+#   FUZZ_TARGETS="HttpConnectionOneInput ConfigOneInput" make fuzz FUZZ_SECONDS=60
+#
+# The full output of each run is in build-fuzz/<target>.log.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECONDS_EACH=${1:-60}
 OUT=build-fuzz
-mkdir -p "$OUT"
-for p in clang libclang-rt-14-dev libfmt-dev; do
+ALL_TARGETS="AlgorithmsOneInput DurationOneInput HttpConnectionOneInput CanonicalPathOneInput
+             ConfigOneInput AddressOneInput"
+TARGETS=${FUZZ_TARGETS:-$ALL_TARGETS}
+mkdir -p "$OUT/obj"
+missing=""
+for p in clang libclang-rt-14-dev libfmt-dev libyaml-cpp-dev libhttp-parser-dev libxxhash-dev; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=" $p"
 done
-if [ -n "${missing:-}" ]; then
+if [ -n "$missing" ]; then
   sudo=""; [ "$(id -u)" -ne 0 ] && sudo=sudo
   $sudo apt-get install -y --no-install-recommends $missing
 fi
-for target in AlgorithmsOneInput DurationOneInput; do
-  clang++ -std=c++20 -O1 -g -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
-    -DSLUICE_FUZZ_TARGET="$target" -Iinclude -Isrc -Itests \
-    src/core/algorithms.cc src/core/clock.cc src/core/limiter.cc src/sim/simulate.cc \
-    tests/fuzz/fuzz_targets.cc tests/fuzz/libfuzzer_main.cc -lfmt -o "$OUT/fuzz_$target"
-  mkdir -p "$OUT/corpus/$target"
-  "$OUT/fuzz_$target" -max_total_time="$SECONDS_EACH" -print_final_stats=1 \
-    -artifact_prefix="$OUT/" "$OUT/corpus/$target" 2>&1 | grep -E '^(Done|stat::number_of_executed_units)|ERROR|invariant'
+
+# Everything but the entry point is compiled once, instrumented for the fuzzer but
+# without its main, and each target's binary links those objects with its own
+# libfuzzer_main.cc. An object is rebuilt when any source or header is newer.
+FLAGS=(-std=c++20 -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=all
+       -Iinclude -Isrc -Itests)
+SOURCES=(src/core/algorithms.cc src/core/clock.cc src/core/limiter.cc src/core/units.cc
+         src/sim/simulate.cc src/store/memory_store.cc src/store/key_hash.cc
+         src/net/address.cc src/net/event_loop.cc src/http/server_connection.cc
+         src/metrics/metrics.cc src/config/config.cc src/gate/gate.cc
+         tests/fuzz/fuzz_targets.cc tests/fuzz/http_fuzz_targets.cc
+         tests/fuzz/config_fuzz_targets.cc tests/fuzz/address_fuzz_targets.cc)
+changed_header=all
+if [ -f "$OUT/obj/.stamp" ]; then
+  changed_header=$(find include src tests/fuzz -name '*.h' -newer "$OUT/obj/.stamp" | head -1)
+fi
+object_of() { echo "$OUT/obj/$(echo "$1" | tr / _).o"; }
+OBJECTS=()
+stale=()
+for source in "${SOURCES[@]}"; do
+  OBJECTS+=("$(object_of "$source")")
+  if [ -n "$changed_header" ] || [ ! -f "$(object_of "$source")" ] ||
+     [ "$source" -nt "$(object_of "$source")" ]; then
+    stale+=("$source")
+  fi
 done
+if [ ${#stale[@]} -gt 0 ]; then
+  echo "fuzz: compiling ${#stale[@]} sources"
+  pids=()
+  for source in "${stale[@]}"; do
+    while [ "$(jobs -rp | wc -l)" -ge "$(nproc)" ]; do wait -n; done
+    clang++ "${FLAGS[@]}" -fsanitize=fuzzer-no-link -c "$source" -o "$(object_of "$source")" &
+    pids+=($!)
+  done
+  for pid in "${pids[@]}"; do wait "$pid"; done
+fi
+touch "$OUT/obj/.stamp"
+
+# Per target: the largest input worth trying, a dictionary, and extra seed directories.
+options_for() {
+  case "$1" in
+    HttpConnectionOneInput) echo "-max_len=20000 -dict=tests/fuzz/http.dict" ;;
+    ConfigOneInput) echo "-max_len=16384 -dict=tests/fuzz/config.dict" ;;
+    AddressOneInput) echo "-max_len=1024" ;;
+    CanonicalPathOneInput) echo "-max_len=512" ;;
+  esac
+}
+seeds_for() {
+  [ -d "tests/fuzz/seeds/$1" ] && echo "tests/fuzz/seeds/$1"
+  [ "$1" = ConfigOneInput ] && echo examples
+  true
+}
+
+failed=""
+for target in $TARGETS; do
+  clang++ "${FLAGS[@]}" -fsanitize=fuzzer -DSLUICE_FUZZ_TARGET="$target" \
+    tests/fuzz/libfuzzer_main.cc "${OBJECTS[@]}" \
+    -lyaml-cpp -lhttp_parser -lxxhash -lfmt -lpthread -o "$OUT/fuzz_$target"
+  mkdir -p "$OUT/corpus/$target"
+  echo "== $target (${SECONDS_EACH}s)"
+  # shellcheck disable=SC2046
+  if ! "$OUT/fuzz_$target" -max_total_time="$SECONDS_EACH" -print_final_stats=1 -timeout=20 \
+      -artifact_prefix="$OUT/$target-" $(options_for "$target") \
+      "$OUT/corpus/$target" $(seeds_for "$target") >"$OUT/$target.log" 2>&1; then
+    failed+=" $target"
+  fi
+  grep -aE '^#[0-9]+[[:space:]]+(INITED|DONE)|^Done|^stat::(number_of_executed_units|average_exec_per_sec|peak_rss_mb)|ERROR|invariant broken|SUMMARY|Test unit written' \
+    "$OUT/$target.log" || true
+done
+if [ -n "$failed" ]; then
+  echo "fuzz: crashes in:$failed (inputs in $OUT/, logs in $OUT/<target>.log)"
+  exit 1
+fi

@@ -201,7 +201,7 @@ std::string_view HostWithoutPort(std::string_view host) {
     return close == std::string_view::npos ? host : host.substr(0, close + 1);
   }
   const size_t colon = host.rfind(':');
-  if (colon != std::string_view::npos) host = host.substr(0, colon);
+  if (colon != std::string_view::npos) host = TrimOws(host.substr(0, colon));
   if (host.size() > 1 && host.back() == '.') host.remove_suffix(1);
   return host;
 }

@@ -13,6 +13,8 @@ constexpr std::array<uint8_t, 12> kV4MappedPrefix = {0, 0, 0, 0, 0, 0, 0, 0, 0, 
 // inet_pton needs a NUL-terminated string; addresses are short, so copy to the stack.
 bool CopyToCString(std::string_view text, char (&buffer)[64]) {
   if (text.empty() || text.size() >= sizeof(buffer)) return false;
+  // inet_pton would stop at a NUL and accept whatever followed it.
+  if (text.find('\0') != std::string_view::npos) return false;
   std::memcpy(buffer, text.data(), text.size());
   buffer[text.size()] = '\0';
   return true;

@@ -60,7 +60,8 @@ class EventLoop {
   void SetTurnHook(std::function<void()> hook) { turn_hook_ = std::move(hook); }
   static constexpr Duration kTick = std::chrono::milliseconds(50);
 
-  // Runs until Stop(); returns after the turn in which Stop() was seen.
+  // Runs until Stop(); returns after the turn in which Stop() was seen. A loop runs
+  // once: after Stop() it does not start again.
   void Run();
   void Stop();  // Safe from any thread.
 

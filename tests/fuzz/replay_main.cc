@@ -1,14 +1,18 @@
 // Runs the fuzz targets on a fixed stream of pseudo-random inputs, so every `make test`
 // exercises them under ASan/UBSan without needing clang or a corpus. Each target has a
 // generator that makes inputs shaped like what the target parses (HTTP requests, YAML
-// from the examples, addresses) and then damages some of them.
+// from the examples, addresses) and then damages some of them. Before that, every file
+// of tests/fuzz/crashes/ runs through its target.
 //
 // usage: fuzz_replay [inputs per target] [target name] [files...]
-//   The count is scaled per target (the HTTP connection target runs a socketpair and
-//   an event loop per input, so it gets fewer). With a target name, only that target
-//   runs; with files too, each file is one input for it (a crash from `make fuzz`).
+//   The count is scaled per target (the HTTP connection and config targets cost more
+//   per input, so they get fewer). With a target name, only that target runs; with
+//   files too, each file is one input for it (a crash from `make fuzz`; for the HTTP
+//   target, SLUICE_FUZZ_TRACE=1 prints the session step by step).
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <iterator>
 #include <random>
@@ -67,83 +71,104 @@ Bytes ToBytes(std::string_view s) { return Bytes(s.begin(), s.end()); }
 
 // --- HTTP -------------------------------------------------------------------------------
 
+// One request, valid most of the time: a session stops at the first request the server
+// refuses, so a bad one (one time in eight) is best near the end.
 std::string HttpRequest(Rng& rng) {
-  static const char* const kMethods[] = {"GET", "GET",  "HEAD",    "POST",   "PUT",
-                                         "DELETE", "OPTIONS", "CONNECT", "PATCH", "get"};
+  const bool bad = OneIn(rng, 8);
+  static const char* const kMethods[] = {"GET", "GET",    "HEAD",    "POST",
+                                         "PUT", "DELETE", "OPTIONS", "PATCH"};
   static const char* const kTargets[] = {"/",
                                          "/api/items?x=1&y=2",
                                          "/%61pi/../x/./y",
                                          "//a//b/",
-                                         "*",
                                          "http://example.com/api/x",
                                          "/a%2Fb%zz%4",
                                          "/?",
-                                         "/x?%00",
-                                         "host:443"};
-  static const char* const kVersions[] = {"HTTP/1.1", "HTTP/1.1", "HTTP/1.1", "HTTP/1.1", "HTTP/1.1",
-                                          "HTTP/1.0", "HTTP/1.0", "HTTP/2.0", "HTTP/1.1x", "HTTP/0.9"};
+                                         "/x?%00"};
   const std::string eol = OneIn(rng, 10) ? "\n" : "\r\n";
+  std::string method = Pick(rng, kMethods);
   std::string target = Pick(rng, kTargets);
-  if (OneIn(rng, 12)) target = "/" + std::string(980 + rng() % 100, 'p');  // near 1024
-  std::string r = std::string(Pick(rng, kMethods)) + " " + target + " " + Pick(rng, kVersions) + eol;
-  if (!OneIn(rng, 20)) r += "Host: example.com" + eol;
+  std::string version = OneIn(rng, 4) ? "HTTP/1.0" : "HTTP/1.1";
+  if (OneIn(rng, 12)) target = "/" + std::string(900 + rng() % 200, 'p');  // near 1024
+  if (method == "OPTIONS" && OneIn(rng, 2)) target = "*";
+  if (OneIn(rng, 30)) {
+    method = "CONNECT";
+    target = "example.com:443";
+  }
+  if (bad) {
+    switch (rng() % 5) {
+      case 0:
+        method = Pick(rng, {"get", "G ET", "BREW"});
+        break;
+      case 1:
+        version = Pick(rng, {"HTTP/2.0", "HTTP/1.1x", "HTTP/0.9", "HTTP/1"});
+        break;
+      case 2:
+        target = Pick(rng, {"host:443", "/a b", ""});
+        break;
+      default:
+        break;  // a bad header field, below
+    }
+  }
+  std::string r = method + " " + target + " " + version + eol;
+  if (!OneIn(rng, 40)) r += "Host: example.com" + eol;
   std::string body;
+  switch (rng() % 6) {  // framing
+    case 0:
+    case 1: {
+      static const size_t kLengths[] = {0, 5, 10, 100, 4096, 4097, 100000};
+      const size_t length = Pick(rng, kLengths);
+      r += "Content-Length: " + std::to_string(length) + eol;
+      body = std::string(std::min<size_t>(length, 5000), 'B');
+      if (OneIn(rng, 6)) body.resize(body.size() / 2);
+      break;
+    }
+    case 2:
+      r += "Transfer-Encoding: chunked" + eol;
+      body = "5\r\nhello\r\n";
+      if (OneIn(rng, 3)) body += "1000\r\n" + std::string(4096, 'c') + "\r\n";
+      if (OneIn(rng, 8)) body += "ffffffffffffffff\r\n";
+      body += "0\r\n\r\n";
+      break;
+    default:
+      break;
+  }
   const int headers = static_cast<int>(rng() % 4);
   for (int h = 0; h < headers; ++h) {
-    // Mostly fields a server must take; one time in six, one it may refuse.
-    switch (OneIn(rng, 6) ? 9 + rng() % 5 : rng() % 9) {
+    switch (rng() % 8) {
       case 0:
-      case 1: {
-        static const char* const kLengths[] = {"0", "5", "10", "4096", "4097", "100000", "-1", "x"};
-        const std::string length = Pick(rng, kLengths);
-        r += "Content-Length: " + length + eol;
-        const size_t n = length[0] >= '0' && length[0] <= '9' ? std::stoul(length) : 0;
-        body = std::string(std::min<size_t>(n, 5000), 'B');
-        if (OneIn(rng, 4)) body.resize(body.size() / 2);
-        break;
-      }
-      case 2:
-        r += "Transfer-Encoding: chunked" + eol;
-        body = "5\r\nhello\r\n";
-        if (OneIn(rng, 3)) body += "1000\r\n" + std::string(4096, 'c') + "\r\n";
-        if (OneIn(rng, 4)) body += "ffffffffffffffff\r\n";
-        body += "0\r\n\r\n";
-        break;
-      case 3:
         r += (OneIn(rng, 2) ? "Expect: 100-continue" : "expect: 100-CONTINUE") + eol;
         break;
-      case 4:
-        r += std::string("Connection: ") + Pick(rng, {"close", "keep-alive", "Upgrade"}) + eol;
+      case 1:
+        r += std::string("Connection: ") + Pick(rng, {"close", "keep-alive", "keep-alive"}) + eol;
         break;
-      case 5:
-        r += "Upgrade: websocket" + eol;
-        break;
-      case 6:
+      case 2:
         r += std::string("X-Request-Id: ") +
              Pick(rng, {"abc-123", "has space", "a\tb", "x/y+z=", "\"quoted\"", ""}) + eol;
         break;
-      case 7:
+      case 3:
         r += "X-Request-Id: " + std::string(100 + rng() % 60, 'i') + eol;
         break;
-      case 8:
+      case 4:
         r += "X-Forwarded-For: 203.0.113.9, 10.0.0.1" + eol;
         break;
-      case 9:
-        r += "X-Big: " + std::string(900 + rng() % 200, 'v') + eol;
+      case 5:
+        r += "X-Big: " + std::string(OneIn(rng, 2) ? 300 : 900 + rng() % 200, 'v') + eol;
         break;
-      case 10:
-        for (int i = 0; i < 101; ++i) r += "A: b" + eol;
+      case 6:
+        for (int i = 0, n = OneIn(rng, 2) ? 20 : 99 + rng() % 4; i < n; ++i) r += "A: b" + eol;
         break;
-      case 11:
-        r += "X-Folded: one" + eol + " two" + eol;
-        break;
-      case 12:
-        r += "Bad Header: x" + eol;
-        break;
-      case 13:
+      case 7:
         r += "X-Empty:" + eol;
         break;
     }
+  }
+  if (bad && rng() % 5 >= 3) {
+    r += Pick(rng,
+              {"Bad Header: x", "X-Folded: one\r\n two", "Content-Length: 5\r\nContent-Length: 6",
+               "Connection: Upgrade\r\nUpgrade: websocket", "Host: second", "Content-Length: -1",
+               "Transfer-Encoding: chunked\r\nContent-Length: 3"}) +
+         eol;
   }
   r += eol + body;
   return r;
@@ -151,9 +176,9 @@ std::string HttpRequest(Rng& rng) {
 
 Bytes GenerateHttp(Rng& rng) {
   std::string payload;
-  const int requests = 1 + static_cast<int>(rng() % 5);
+  const int requests = 1 + static_cast<int>(rng() % 4);
   for (int i = 0; i < requests; ++i) payload += HttpRequest(rng);
-  if (OneIn(rng, 3)) Damage(rng, payload, 1 + static_cast<int>(rng() % 3));
+  if (OneIn(rng, 5)) Damage(rng, payload, 1 + static_cast<int>(rng() % 3));
   if (OneIn(rng, 20)) payload = RandomBytes(rng, 300);
   std::string controls(OneIn(rng, 4) ? 0 : rng() % (OneIn(rng, 8) ? 256 : 24), '\0');
   for (char& c : controls) {
@@ -215,11 +240,30 @@ std::vector<std::string> Lines(const std::string& text) {
 Bytes GenerateConfig(Rng& rng) {
   const std::vector<std::string>& seeds = ConfigSeeds();
   std::vector<std::string> lines = Lines(seeds[rng() % seeds.size()]);
-  static const char* const kValues[] = {
-      "0",     "-1",    "1e309",  "18446744073709551616", "9223372036854775807", "0s",
-      "1x",    "1.5s",  "-5m",    "~",                    "null",                "[]",
-      "{}",    "\"\"",  "yes",    "*anchor",              "&a x",                "!!binary x",
-      "[a, b", "{a: }", "\"\\0\"", "10.0.0.0/33",         "[::1]:99999",         "'"};
+  static const char* const kValues[] = {"0",
+                                        "-1",
+                                        "1e309",
+                                        "18446744073709551616",
+                                        "9223372036854775807",
+                                        "0s",
+                                        "1x",
+                                        "1.5s",
+                                        "-5m",
+                                        "~",
+                                        "null",
+                                        "[]",
+                                        "{}",
+                                        "\"\"",
+                                        "yes",
+                                        "*anchor",
+                                        "&a x",
+                                        "!!binary x",
+                                        "[a, b",
+                                        "{a: }",
+                                        "\"\\0\"",
+                                        "10.0.0.0/33",
+                                        "[::1]:99999",
+                                        "'"};
   const int edits = 1 + static_cast<int>(rng() % 4);
   for (int e = 0; e < edits && !lines.empty(); ++e) {
     const size_t at = rng() % lines.size();
@@ -245,8 +289,8 @@ Bytes GenerateConfig(Rng& rng) {
       }
       case 6:
         line.insert(line.begin() + (line.empty() ? 0 : rng() % line.size()),
-                    Pick(rng, {':', '-', '[', ']', '{', '}', '&', '*', '!', '|', '>', '\'', '"',
-                               '%', '@', '`', '#', ',', '?', '\t'}));
+                    Pick(rng, {':', '-',  '[', ']', '{', '}', '&', '*', '!', '|',
+                               '>', '\'', '"', '%', '@', '`', '#', ',', '?', '\t'}));
         break;
       case 7:
         lines.resize(at);
@@ -262,14 +306,39 @@ Bytes GenerateConfig(Rng& rng) {
 // --- Addresses --------------------------------------------------------------------------
 
 std::string AddressText(Rng& rng) {
-  static const char* const kPieces[] = {
-      "1.2.3.4",         "10.0.0.1",     "192.168.1.1",  "256.1.1.1",     "1.2.3",
-      "01.2.3.4",        "::1",          "2001:db8::1",  "::ffff:10.0.0.1", "fd00::5",
-      "fe80::1%eth0",    "[::1]:80",     "[::1]",        "1.2.3.4:8080",  ":8080",
-      "*:80",            "localhost:1",  "10.0.0.0/8",   "10.1.0.0/8",    "::/0",
-      "0.0.0.0/0",       "1.2.3.4/33",   "2001:db8::/129", "1.2.3.4/",    "::ffff:1.2.3.4/104",
-      "1:2:3:4:5:6:7:8", "1::2::3",      "[fd00::1]:443", "unknown",      "",
-      " 10.0.0.2 ",      "198.51.100.7", "1.2.3.4:99999"};
+  static const char* const kPieces[] = {"1.2.3.4",
+                                        "10.0.0.1",
+                                        "192.168.1.1",
+                                        "256.1.1.1",
+                                        "1.2.3",
+                                        "01.2.3.4",
+                                        "::1",
+                                        "2001:db8::1",
+                                        "::ffff:10.0.0.1",
+                                        "fd00::5",
+                                        "fe80::1%eth0",
+                                        "[::1]:80",
+                                        "[::1]",
+                                        "1.2.3.4:8080",
+                                        ":8080",
+                                        "*:80",
+                                        "localhost:1",
+                                        "10.0.0.0/8",
+                                        "10.1.0.0/8",
+                                        "::/0",
+                                        "0.0.0.0/0",
+                                        "1.2.3.4/33",
+                                        "2001:db8::/129",
+                                        "1.2.3.4/",
+                                        "::ffff:1.2.3.4/104",
+                                        "1:2:3:4:5:6:7:8",
+                                        "1::2::3",
+                                        "[fd00::1]:443",
+                                        "unknown",
+                                        "",
+                                        " 10.0.0.2 ",
+                                        "198.51.100.7",
+                                        "1.2.3.4:99999"};
   std::string s = Pick(rng, kPieces);
   if (OneIn(rng, 4)) s += std::string(Pick(rng, {", ", ",", " ,", ",,"})) + Pick(rng, kPieces);
   if (OneIn(rng, 6)) Damage(rng, s, 1);
@@ -307,20 +376,47 @@ Bytes GenerateDuration(Rng& rng) {
 struct Generator {
   std::string_view target;
   Bytes (*generate)(Rng& rng);
-  long divisor;  // inputs = count / divisor: keeps the whole run in about 20 s
+  long divisor;  // inputs = count / divisor: `fuzz_replay 100000` takes ~12 s in all
 };
 
 constexpr Generator kGenerators[] = {
-    {"AlgorithmsOneInput", &GenerateAlgorithms, 1},
-    {"DurationOneInput", &GenerateDuration, 1},
-    {"HttpConnectionOneInput", &GenerateHttp, 100},
-    {"CanonicalPathOneInput", &GeneratePath, 1},
-    {"ConfigOneInput", &GenerateConfig, 50},
-    {"AddressOneInput", &GenerateAddress, 4},
+    {"AlgorithmsOneInput", &GenerateAlgorithms, 1}, {"DurationOneInput", &GenerateDuration, 1},
+    {"HttpConnectionOneInput", &GenerateHttp, 5},   {"CanonicalPathOneInput", &GeneratePath, 1},
+    {"ConfigOneInput", &GenerateConfig, 10},        {"AddressOneInput", &GenerateAddress, 1},
 };
 
-int Run(const sluice::fuzz::Target& target, const Bytes& input) {
-  return target.run(input.data(), input.size());
+Bytes ReadFile(const std::filesystem::path& path) {
+  std::ifstream file(path, std::ios::binary);
+  return Bytes(std::istreambuf_iterator<char>(file), std::istreambuf_iterator<char>());
+}
+
+const sluice::fuzz::Target* FindTarget(std::string_view name) {
+  for (const sluice::fuzz::Target& target : sluice::fuzz::kTargets) {
+    if (target.name == name) return &target;
+  }
+  return nullptr;
+}
+
+// Each file of tests/fuzz/crashes/ is an input that once broke its target (the name
+// says which, up to the first '-'): kept so that the bug stays fixed.
+void ReplayCrashes(std::string_view only) {
+  const std::filesystem::path directory =
+      std::filesystem::path(SLUICE_SOURCE_DIR) / "tests/fuzz/crashes";
+  if (!std::filesystem::is_directory(directory)) return;
+  std::vector<std::filesystem::path> files;
+  for (const auto& entry : std::filesystem::directory_iterator(directory))
+    files.push_back(entry.path());
+  std::sort(files.begin(), files.end());
+  for (const std::filesystem::path& file : files) {
+    const std::string name = file.filename().string();
+    const sluice::fuzz::Target* target =
+        FindTarget(std::string_view(name).substr(0, name.find('-')));
+    if (target == nullptr || (!only.empty() && target->name != only)) continue;
+    std::printf("fuzz_replay: tests/fuzz/crashes/%s\n", name.c_str());
+    std::fflush(stdout);  // names the input if it still crashes
+    const Bytes input = ReadFile(file);
+    target->run(input.data(), input.size());
+  }
 }
 
 }  // namespace
@@ -328,19 +424,23 @@ int Run(const sluice::fuzz::Target& target, const Bytes& input) {
 int main(int argc, char** argv) {
   const long inputs = argc > 1 ? std::strtol(argv[1], nullptr, 10) : 20000;
   const std::string_view only = argc > 2 ? argv[2] : "";
+  if (!only.empty() && FindTarget(only) == nullptr) {
+    std::fprintf(stderr, "fuzz_replay: no target %s\n", argv[2]);
+    return 2;
+  }
+  if (argc > 3) {
+    for (int i = 3; i < argc; ++i) {
+      const Bytes input = ReadFile(argv[i]);
+      std::printf("fuzz_replay: %s on %s (%zu bytes)\n", argv[2], argv[i], input.size());
+      std::fflush(stdout);
+      FindTarget(only)->run(input.data(), input.size());
+    }
+    return 0;
+  }
+  ReplayCrashes(only);
   LoadConfigSeeds();
   for (const sluice::fuzz::Target& target : sluice::fuzz::kTargets) {
     if (!only.empty() && target.name != only) continue;
-    if (argc > 3) {
-      for (int i = 3; i < argc; ++i) {
-        std::ifstream file(argv[i], std::ios::binary);
-        const Bytes input{std::istreambuf_iterator<char>(file), std::istreambuf_iterator<char>()};
-        std::printf("fuzz_replay: %.*s on %s (%zu bytes)\n", static_cast<int>(target.name.size()),
-                    target.name.data(), argv[i], input.size());
-        Run(target, input);
-      }
-      return 0;
-    }
     const Generator* generator = nullptr;
     for (const Generator& g : kGenerators) {
       if (g.target == target.name) generator = &g;
@@ -353,9 +453,8 @@ int main(int argc, char** argv) {
     Rng rng(20261122);
     const long count = std::max(1L, inputs / generator->divisor);
     for (long i = 0; i < count; ++i) {
-      Bytes in = generator->generate(rng);
-      if (getenv("DUMP") && i < 50) { std::ofstream f(std::string(getenv("DUMP")) + "/" + std::to_string(i), std::ios::binary); f.write((const char*)in.data(), in.size()); }
-      Run(target, in);
+      const Bytes input = generator->generate(rng);
+      target.run(input.data(), input.size());
     }
     std::printf("fuzz_replay: %-24.*s %7ld inputs, all invariants held\n",
                 static_cast<int>(target.name.size()), target.name.data(), count);

@@ -21,8 +21,9 @@ TEST(IpAddressTest, ParsesBothFamiliesAndFormatsCanonically) {
 }
 
 TEST(IpAddressTest, RejectsWhatIsNotAnAddress) {
-  for (std::string_view bad : {"", "1.2.3", "1.2.3.4.5", "256.1.1.1", "1.2.3.4 ", "[::1]",
-                               "fe80::1%eth0", "example.com", "1.2.3.4/8"}) {
+  for (std::string_view bad : std::initializer_list<std::string_view>{
+           "", "1.2.3", "1.2.3.4.5", "256.1.1.1", "1.2.3.4 ", "[::1]", "fe80::1%eth0",
+           "example.com", "1.2.3.4/8", std::string_view("10.0.0.1\0junk", 13)}) {
     EXPECT_FALSE(IpAddress::Parse(bad).has_value()) << bad;
   }
 }
