@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <barrier>
 #include <string>
 #include <thread>
 #include <vector>
@@ -70,6 +71,10 @@ TEST(ManyKeys, ConcurrentChurnKeepsPerKeyCountsExact) {
   const Limit limit = Limit::PerPeriod(3, seconds(3600));
   std::vector<std::thread> workers;
   std::atomic<int> wrong{0};
+  // A shard's time only moves forward (memory_store.h), so a thread still on its
+  // rounds at 0-2 s would be decided at the later time of another's churn: the
+  // rounds finish everywhere before the churn starts.
+  std::barrier rounds_done(kThreads);
   for (int t = 0; t < kThreads; ++t) {
     workers.emplace_back([&, t] {
       for (int round = 0; round < 3; ++round) {
@@ -81,6 +86,7 @@ TEST(ManyKeys, ConcurrentChurnKeepsPerKeyCountsExact) {
           if (!d.allowed || d.remaining != 2u - round) wrong.fetch_add(1);
         }
       }
+      rounds_done.arrive_and_wait();
       // Short-lived keys that expire and are reclaimed while others still work.
       const Limit brief = Limit::PerPeriod(1, std::chrono::milliseconds(1));
       for (int i = 0; i < 5000; ++i) {
