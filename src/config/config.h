@@ -164,8 +164,6 @@ LoadResult LoadConfigFile(const std::string& path);
 std::string_view EmbeddedQuickstart();
 constexpr std::string_view kEmbeddedQuickstartName = "<embedded quickstart>";
 
-
-
 }  // namespace sluice::config
 
 #endif  // SLUICE_CONFIG_CONFIG_H_
