@@ -1,5 +1,7 @@
 #include "store/redis_scripts.h"
 
+#include <algorithm>
+#include <chrono>
 #include <string>
 
 namespace sluice::store {
@@ -29,6 +31,7 @@ local function idiv(a, b)
   if q * b > a then q = q - 1 elseif (q + 1) * b <= a then q = q + 1 end
   return q
 end
+local function ceil_div(a, b) return idiv(a + b - 1, b) end
 local NEVER = -1
 local function reply(allowed, capacity, remaining, reset_after, retry_after)
   return {allowed and 1 or 0, capacity, remaining, reset_after, retry_after}
@@ -122,24 +125,110 @@ keep_until(reset_after)
 return reply(allowed, limit, remaining, reset_after, retry_after)
 )lua";
 
+// Token bucket, leaky bucket and GCRA share BucketDecision (src/core/algorithms.cc):
+// a quantity `used` out of `capacity`, in units of 1/period of a request, draining at
+// `limit` units per microsecond. Elapsed time times limit is never formed when it could
+// pass 2^53: "has the whole quantity drained?" is asked as elapsed >= ceil(q / limit).
+constexpr std::string_view kBucketPrelude = R"lua(
+local capacity = burst * period
+local function drain(quantity, elapsed)
+  if elapsed >= ceil_div(quantity, limit) then return 0 end
+  return quantity - elapsed * limit
+end
+local function bucket_reply(allowed, used)
+  local remaining = 0
+  if used < capacity then remaining = idiv(capacity - used, period) end
+  local retry_after = 0
+  if not allowed then
+    if cost > burst then retry_after = NEVER
+    else retry_after = ceil_div(used + cost * period - capacity, limit) end
+  end
+  local reset_after = ceil_div(used, limit)
+  keep_until(reset_after)
+  return reply(allowed, burst, remaining, reset_after, retry_after)
+end
+)lua";
+
+// DecideTokenBucket: the state is the tokens left (x period) and the time they were
+// counted; no state is a full bucket.
+constexpr std::string_view kTokenBucket = R"lua(
+local s = redis.call('HMGET', KEYS[1], 'l', 'k')
+local fresh = s[1] == false
+local last = tonumber(s[1]) or 0
+local t = math.max(now, last, 0)
+local tokens = capacity
+if not fresh then
+  -- the tokens missing from a full bucket, refilled by the time passed
+  tokens = capacity - drain(capacity - math.min(tonumber(s[2]), capacity), t - last)
+end
+local allowed = cost <= burst and cost * period <= tokens
+if allowed then tokens = tokens - cost * period end
+redis.call('HSET', KEYS[1], 'l', t, 'k', tokens)
+return bucket_reply(allowed, capacity - tokens)
+)lua";
+
+// DecideLeakyBucket: the level (x period) and the time it was measured.
+constexpr std::string_view kLeakyBucket = R"lua(
+local s = redis.call('HMGET', KEYS[1], 'l', 'v')
+local last = tonumber(s[1]) or 0
+local t = math.max(now, last, 0)
+local level = drain(math.min(tonumber(s[2]) or 0, capacity), t - math.max(last, 0))
+local allowed = cost <= burst and level + cost * period <= capacity
+if allowed then level = level + cost * period end
+redis.call('HSET', KEYS[1], 'l', t, 'v', level)
+return bucket_reply(allowed, level)
+)lua";
+
+// DecideGcra. The C++ state keeps the theoretical arrival time as TAT x limit on the
+// absolute clock, a product past 2^53 here; the script keeps the same quantity as the
+// backlog TAT - last (x limit) and the time `last`, which is equivalent.
+constexpr std::string_view kGcra = R"lua(
+local s = redis.call('HMGET', KEYS[1], 'l', 'b')
+local last = tonumber(s[1]) or 0
+local t = math.max(now, last, 0)
+local backlog = math.min(drain(tonumber(s[2]) or 0, t - last), capacity)
+local allowed = cost <= burst and backlog + cost * period <= capacity
+if allowed then backlog = backlog + cost * period end
+redis.call('HSET', KEYS[1], 'l', t, 'b', backlog)
+return bucket_reply(allowed, backlog)
+)lua";
+
 // Prelude + body, joined once at start-up.
-std::string_view Join(std::string_view body, std::string& storage) {
+std::string_view Join(std::string_view body, std::string& storage, bool bucket = false) {
   storage.assign(kPrelude);
+  if (bucket) storage.append(kBucketPrelude);
   storage.append(body);
   return storage;
 }
 
 }  // namespace
 
+bool FitsRedisArithmetic(const Limit& limit) {
+  const int64_t ns = std::chrono::nanoseconds(limit.period).count();
+  if (ns <= 0 || ns % 1000 != 0) return false;
+  const uint64_t period_us = static_cast<uint64_t>(ns / 1000);
+  const uint64_t most = std::max(limit.limit, limit.burst);
+  return most == 0 || period_us < kRedisMaxUnits / most;
+}
+
 std::optional<std::string_view> RedisScript(Algorithm algorithm) {
-  static std::string fixed_window, sliding_window_counter;
-  static const std::string_view fixed = Join(kFixedWindow, fixed_window);
-  static const std::string_view sliding = Join(kSlidingWindowCounter, sliding_window_counter);
+  static std::string storage[5];
+  static const std::string_view fixed = Join(kFixedWindow, storage[0]);
+  static const std::string_view sliding = Join(kSlidingWindowCounter, storage[1]);
+  static const std::string_view token = Join(kTokenBucket, storage[2], true);
+  static const std::string_view leaky = Join(kLeakyBucket, storage[3], true);
+  static const std::string_view gcra = Join(kGcra, storage[4], true);
   switch (algorithm) {
     case Algorithm::kFixedWindow:
       return fixed;
     case Algorithm::kSlidingWindowCounter:
       return sliding;
+    case Algorithm::kTokenBucket:
+      return token;
+    case Algorithm::kLeakyBucket:
+      return leaky;
+    case Algorithm::kGcra:
+      return gcra;
     default:
       return std::nullopt;
   }

@@ -21,12 +21,20 @@
 #ifndef SLUICE_STORE_REDIS_SCRIPTS_H_
 #define SLUICE_STORE_REDIS_SCRIPTS_H_
 
+#include <cstdint>
 #include <optional>
 #include <string_view>
 
 #include "sluice/limiter.h"
 
 namespace sluice::store {
+
+// The scripts' exact range: limit x period_us and burst x period_us below 2^51, so
+// that every sum they form (at most three such products) stays below 2^53.
+inline constexpr uint64_t kRedisMaxUnits = uint64_t{1} << 51;
+// Whether `limit` is decided exactly by the scripts (periods count in whole
+// microseconds, so a period must also be a whole number of them).
+bool FitsRedisArithmetic(const Limit& limit);
 
 // The script for `algorithm`, or nullopt for the ones not written yet.
 std::optional<std::string_view> RedisScript(Algorithm algorithm);

@@ -23,6 +23,9 @@ struct Reference {
   Algorithm algorithm;
   core::FixedWindowState fixed;
   core::SlidingWindowCounterState sliding;
+  core::TokenBucketState token;
+  core::LeakyBucketState leaky;
+  core::GcraState gcra;
   Decision Decide(const Limit& limit, int64_t now_us, uint64_t cost) {
     const Timestamp now = FromNanos(now_us);  // microseconds as the unit
     switch (algorithm) {
@@ -30,6 +33,12 @@ struct Reference {
         return core::DecideFixedWindow(limit, fixed, now, cost);
       case Algorithm::kSlidingWindowCounter:
         return core::DecideSlidingWindowCounter(limit, sliding, now, cost);
+      case Algorithm::kTokenBucket:
+        return core::DecideTokenBucket(limit, token, now, cost);
+      case Algorithm::kLeakyBucket:
+        return core::DecideLeakyBucket(limit, leaky, now, cost);
+      case Algorithm::kGcra:
+        return core::DecideGcra(limit, gcra, now, cost);
       default:
         ADD_FAILURE() << "no reference for " << AlgorithmName(algorithm);
         return {};
@@ -70,10 +79,18 @@ TEST_P(RedisScriptTest, EveryDecisionMatchesTheCppAlgorithm) {
     // A policy per trace: small and large limits, periods from 1 ms to a day.
     const uint64_t limits[] = {0, 1, 2, 3, 5, 10, 100, 1000, 100000};
     const int64_t periods_us[] = {1000, 250'000, 1'000'000, 60'000'000, 86'400'000'000};
-    const uint64_t l = limits[random() % std::size(limits)];
-    const int64_t period_us = periods_us[random() % std::size(periods_us)];
-    const Limit limit{l, Duration(period_us), l};
-    Reference reference{algorithm, {}, {}};
+    uint64_t l = 0, b = 0;
+    int64_t period_us = 0;
+    Limit limit;
+    do {  // policies within the scripts' exact range (FitsRedisArithmetic)
+      l = limits[random() % std::size(limits)];
+      period_us = periods_us[random() % std::size(periods_us)];
+      // Bucket algorithms get a burst of their own: smaller, equal or larger.
+      b = !UsesBurst(algorithm) ? l : std::max<uint64_t>(1, l / 2 + random() % (l + 2));
+      limit = Limit{l, std::chrono::microseconds(period_us), b};
+    } while (!FitsRedisArithmetic(limit));
+    limit.period = Duration(period_us);  // microseconds as the unit, for the C++ side
+    Reference reference{algorithm};
     const std::string key =
         "t:" + std::to_string(static_cast<int>(algorithm)) + ":" + std::to_string(trace);
     // Times near today's clock (about 1.8e15 us), moving by steps from 0 to 2 periods,
@@ -88,9 +105,10 @@ TEST_P(RedisScriptTest, EveryDecisionMatchesTheCppAlgorithm) {
       } else if (r < 95) {
         now_us += static_cast<int64_t>(random() % (2 * period_us + 1));
       }
-      const uint64_t cost = random() % 10 == 0 ? l + 1 : (l == 0 ? 1 : random() % (l + 1));
+      const uint64_t capacity = std::max(l, b);
+      const uint64_t cost = random() % 10 == 0 ? capacity + 1 : random() % (capacity + 1);
       const Decision want = reference.Decide(limit, now_us, cost);
-      const RedisReply got = client.Command("EVALSHA", sha, 1, key, l, period_us, l, cost, now_us);
+      const RedisReply got = client.Command("EVALSHA", sha, 1, key, l, period_us, b, cost, now_us);
       ASSERT_EQ(got.elements.size(), 5u) << got.ToString();
       const std::string where = "trace " + std::to_string(trace) + " step " + std::to_string(step) +
                                 " limit " + std::to_string(l) + " period_us " +
@@ -123,9 +141,21 @@ TEST_P(RedisScriptTest, RealTimeKeysExpireWhenTheirStateIsWhole) {
   EXPECT_EQ(client.Command("EXISTS", key + ":q").integer, 0);
 }
 
+TEST(RedisArithmeticTest, PoliciesPastTheExactRangeAreRefused) {
+  using std::chrono::hours;
+  using std::chrono::nanoseconds;
+  EXPECT_TRUE(FitsRedisArithmetic(Limit{26'000, hours(24), 26'000}));   // 2.246e15 < 2^51
+  EXPECT_FALSE(FitsRedisArithmetic(Limit{27'000, hours(24), 27'000}));  // 2.333e15 > 2^51
+  EXPECT_TRUE(FitsRedisArithmetic(Limit{600'000, hours(1), 600'000}));  // 2.16e15
+  EXPECT_FALSE(FitsRedisArithmetic(Limit{10, hours(24), 1'000'000}));   // the burst counts
+  EXPECT_FALSE(FitsRedisArithmetic(Limit{10, nanoseconds(1500), 10}));  // not whole us
+  EXPECT_TRUE(FitsRedisArithmetic(Limit{0, hours(24), 0}));
+}
+
 INSTANTIATE_TEST_SUITE_P(Scripts, RedisScriptTest,
-                         ::testing::Values(Algorithm::kFixedWindow,
-                                           Algorithm::kSlidingWindowCounter),
+                         ::testing::Values(Algorithm::kTokenBucket, Algorithm::kLeakyBucket,
+                                           Algorithm::kFixedWindow,
+                                           Algorithm::kSlidingWindowCounter, Algorithm::kGcra),
                          [](const auto& info) { return std::string(AlgorithmName(info.param)); });
 
 }  // namespace
