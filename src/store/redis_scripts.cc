@@ -193,6 +193,70 @@ redis.call('HSET', KEYS[1], 'l', t, 'b', backlog)
 return bucket_reply(allowed, backlog)
 )lua";
 
+// DecideSlidingWindowLog. The log is one string "last;t1:c1;t2:c2;..." of runs of
+// equal times, oldest first: a request of cost c adds one run, not c entries, and
+// the walk for "the time of the k-th oldest unit" goes run by run.
+constexpr std::string_view kSlidingWindowLog = R"lua(
+local raw = redis.call('GET', KEYS[1])
+local last = 0
+local times, counts = {}, {}
+local count = 0
+if raw then
+  local first = true
+  for item in string.gmatch(raw, '[^;]+') do
+    if first then
+      last = tonumber(item)
+      first = false
+    else
+      local sep = string.find(item, ':', 1, true)
+      times[#times + 1] = tonumber(string.sub(item, 1, sep - 1))
+      counts[#counts + 1] = tonumber(string.sub(item, sep + 1))
+    end
+  end
+end
+local t = math.max(now, last, 0)
+-- An entry stays while it is inside (t - period, t]; runs are in time order.
+local live_t, live_c = {}, {}
+for i = 1, #times do
+  if t - times[i] < period then
+    live_t[#live_t + 1] = times[i]
+    live_c[#live_c + 1] = counts[i]
+    count = count + counts[i]
+  end
+end
+local allowed = cost <= limit - math.min(count, limit)
+if allowed and cost > 0 then
+  if #live_t > 0 and live_t[#live_t] == t then
+    live_c[#live_c] = live_c[#live_c] + cost
+  else
+    live_t[#live_t + 1] = t
+    live_c[#live_c + 1] = cost
+  end
+  count = count + cost
+end
+-- The time of the k-th oldest unit of cost in the log (1-based).
+local function unit_time(k)
+  local seen = 0
+  for i = 1, #live_t do
+    seen = seen + live_c[i]
+    if seen >= k then return live_t[i] end
+  end
+end
+local reset_after = 0
+if count > 0 then reset_after = live_t[#live_t] + period - t end
+local retry_after = 0
+if not allowed then
+  if cost > limit then retry_after = NEVER
+  else retry_after = unit_time(count + cost - limit) + period - t end
+end
+-- %d, not tostring: Lua's tostring keeps only 14 significant digits.
+local parts = {string.format('%d', t)}
+for i = 1, #live_t do parts[#parts + 1] = string.format('%d:%d', live_t[i], live_c[i]) end
+redis.call('SET', KEYS[1], table.concat(parts, ';'))
+keep_until(reset_after)
+return reply(allowed, limit, limit - math.min(count, limit), reset_after, retry_after)
+)lua";
+
 // Prelude + body, joined once at start-up.
 std::string_view Join(std::string_view body, std::string& storage, bool bucket = false) {
   storage.assign(kPrelude);
@@ -211,13 +275,14 @@ bool FitsRedisArithmetic(const Limit& limit) {
   return most == 0 || period_us < kRedisMaxUnits / most;
 }
 
-std::optional<std::string_view> RedisScript(Algorithm algorithm) {
-  static std::string storage[5];
+std::string_view RedisScript(Algorithm algorithm) {
+  static std::string storage[6];
   static const std::string_view fixed = Join(kFixedWindow, storage[0]);
   static const std::string_view sliding = Join(kSlidingWindowCounter, storage[1]);
   static const std::string_view token = Join(kTokenBucket, storage[2], true);
   static const std::string_view leaky = Join(kLeakyBucket, storage[3], true);
   static const std::string_view gcra = Join(kGcra, storage[4], true);
+  static const std::string_view log = Join(kSlidingWindowLog, storage[5]);
   switch (algorithm) {
     case Algorithm::kFixedWindow:
       return fixed;
@@ -229,9 +294,10 @@ std::optional<std::string_view> RedisScript(Algorithm algorithm) {
       return leaky;
     case Algorithm::kGcra:
       return gcra;
-    default:
-      return std::nullopt;
+    case Algorithm::kSlidingWindowLog:
+      return log;
   }
+  return fixed;  // unreachable: every Algorithm is listed
 }
 
 }  // namespace sluice::store

@@ -22,7 +22,6 @@
 #define SLUICE_STORE_REDIS_SCRIPTS_H_
 
 #include <cstdint>
-#include <optional>
 #include <string_view>
 
 #include "sluice/limiter.h"
@@ -36,8 +35,8 @@ inline constexpr uint64_t kRedisMaxUnits = uint64_t{1} << 51;
 // microseconds, so a period must also be a whole number of them).
 bool FitsRedisArithmetic(const Limit& limit);
 
-// The script for `algorithm`, or nullopt for the ones not written yet.
-std::optional<std::string_view> RedisScript(Algorithm algorithm);
+// The script for `algorithm`.
+std::string_view RedisScript(Algorithm algorithm);
 
 }  // namespace sluice::store
 

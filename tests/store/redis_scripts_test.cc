@@ -8,6 +8,7 @@
 
 #include <random>
 #include <string>
+#include <vector>
 
 #include "core/algorithms.h"
 #include "redis/redis_process.h"
@@ -26,6 +27,8 @@ struct Reference {
   core::TokenBucketState token;
   core::LeakyBucketState leaky;
   core::GcraState gcra;
+  core::SlidingWindowLogState log;
+  std::vector<int64_t> ring;
   Decision Decide(const Limit& limit, int64_t now_us, uint64_t cost) {
     const Timestamp now = FromNanos(now_us);  // microseconds as the unit
     switch (algorithm) {
@@ -39,6 +42,12 @@ struct Reference {
         return core::DecideLeakyBucket(limit, leaky, now, cost);
       case Algorithm::kGcra:
         return core::DecideGcra(limit, gcra, now, cost);
+      case Algorithm::kSlidingWindowLog:
+        // The C++ log keeps one slot per unit of the limit, in a ring the caller owns.
+        if (ring.size() != std::max<uint64_t>(limit.limit, 1)) {
+          ring.assign(std::max<uint64_t>(limit.limit, 1), 0);
+        }
+        return core::DecideSlidingWindowLog(limit, log, ring, now, cost);
       default:
         ADD_FAILURE() << "no reference for " << AlgorithmName(algorithm);
         return {};
@@ -155,7 +164,8 @@ TEST(RedisArithmeticTest, PoliciesPastTheExactRangeAreRefused) {
 INSTANTIATE_TEST_SUITE_P(Scripts, RedisScriptTest,
                          ::testing::Values(Algorithm::kTokenBucket, Algorithm::kLeakyBucket,
                                            Algorithm::kFixedWindow,
-                                           Algorithm::kSlidingWindowCounter, Algorithm::kGcra),
+                                           Algorithm::kSlidingWindowCounter, Algorithm::kGcra,
+                                           Algorithm::kSlidingWindowLog),
                          [](const auto& info) { return std::string(AlgorithmName(info.param)); });
 
 }  // namespace
