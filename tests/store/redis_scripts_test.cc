@@ -75,7 +75,7 @@ RedisProcess* RedisScriptTest::redis_ = nullptr;
 
 TEST_P(RedisScriptTest, EveryDecisionMatchesTheCppAlgorithm) {
   const Algorithm algorithm = GetParam();
-  const std::string script(*RedisScript(algorithm));
+  const std::string script(RedisScript(algorithm));
   RedisClient client(redis_->port());
   ASSERT_TRUE(client.connected()) << client.error();
   const RedisReply loaded = client.Command("SCRIPT", "LOAD", script);
@@ -136,7 +136,7 @@ TEST_P(RedisScriptTest, EveryDecisionMatchesTheCppAlgorithm) {
 
 // With the server's clock, a key lives only while its state differs from an empty one.
 TEST_P(RedisScriptTest, RealTimeKeysExpireWhenTheirStateIsWhole) {
-  const std::string script(*RedisScript(GetParam()));
+  const std::string script(RedisScript(GetParam()));
   RedisClient client(redis_->port());
   const std::string key = "ttl:" + std::to_string(static_cast<int>(GetParam()));
   const RedisReply got = client.Command("EVAL", script, 1, key, 5, 60'000'000, 5, 1, "");
