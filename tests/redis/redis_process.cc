@@ -575,10 +575,13 @@ int KeyHashSlot(std::string_view key) {
 }
 
 std::string KeyInSlot(int slot, std::string_view prefix) {
-  for (int n = 0;; ++n) {
+  // Every slot turns up within some 10^5 candidates; the bound only keeps a bad `slot`
+  // from spinning forever.
+  for (int n = 0; n < 10'000'000; ++n) {
     std::string key = fmt::format("{}{}", prefix, n);
     if (KeyHashSlot(key) == slot) return key;
   }
+  return {};
 }
 
 RedisCluster::RedisCluster(RedisClusterOptions options) : options_(std::move(options)) {}

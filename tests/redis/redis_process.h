@@ -215,7 +215,8 @@ class RedisProcess {
 // the first non-empty {hash tag}, modulo 16384). An implementation independent of the
 // store's, so a test can check one against the other and both against CLUSTER KEYSLOT.
 int KeyHashSlot(std::string_view key);
-// The first "<prefix>N" (N = 0, 1, ...) whose slot is `slot`.
+// The first "<prefix>N" (N = 0, 1, ...) whose slot is `slot`; empty if `slot` is not in
+// [0, 16384).
 std::string KeyInSlot(int slot, std::string_view prefix = "key:");
 
 struct RedisClusterOptions {
