@@ -854,8 +854,9 @@ TEST(ServerTest, ConcurrentHeldRequestsAreReleasedAtTheRateAndNeverPastMaxDelay)
   EXPECT_LE(Elapsed(start), 500 + 700) << "held past max_delay_ms";
 }
 
-TEST(ServerTest, HeldRequestWhoseClientLeavesIsForgotten) {
-  START_SLUICE(sluice, Config(R"(
+// One request a second per X-K value, the next held for up to 3 s: a request that
+// stays held long enough for a test to act while it waits.
+constexpr const char* kOneASecondDelayRule = R"(
 rules:
   - name: slow
     key: ["header:x-k"]
@@ -865,12 +866,22 @@ rules:
     burst: 1
     action: delay
     max_delay_ms: 3000
-)"));
+)";
+
+// Sends a request for X-K `key` that the rule above holds, after one it lets through,
+// and waits until the server reports it held.
+void HoldOneRequest(SluiceProcess& sluice, HttpClient& client, const std::string& key) {
+  EXPECT_EQ(client.Get("/", {{"X-K", key}}).status, 200);
+  ASSERT_TRUE(client.Send(BuildRequest("GET", "/", {{"X-K", key}})));
+  ASSERT_TRUE(WaitFor([&] { return Metric(sluice, "sluice_requests_held") == 1; }, Millis(2000)))
+      << Metrics(sluice);
+}
+
+TEST(ServerTest, HeldRequestWhoseClientLeavesIsForgotten) {
+  START_SLUICE(sluice, Config(kOneASecondDelayRule));
   {
     HttpClient c(sluice.port());
-    EXPECT_EQ(c.Get("/", {{"X-K", "a"}}).status, 200);
-    ASSERT_TRUE(c.Send(BuildRequest("GET", "/", {{"X-K", "a"}})));
-    ASSERT_TRUE(WaitFor([&] { return Metric(sluice, "sluice_requests_held") == 1; }, Millis(2000)));
+    HoldOneRequest(sluice, c, "a");
   }  // the client goes away while held
   EXPECT_TRUE(WaitFor(
       [&] {
@@ -1519,17 +1530,7 @@ rules:
 // --- 13. SIGTERM ------------------------------------------------------------------------
 
 TEST(ServerTest, SigtermAnswersHeldRequestThenExitsZero) {
-  START_SLUICE(sluice, Config(R"(
-rules:
-  - name: slow
-    key: ["header:x-k"]
-    algorithm: gcra
-    limit: 1
-    period: 1s
-    burst: 1
-    action: delay
-    max_delay_ms: 3000
-)"));
+  START_SLUICE(sluice, Config(kOneASecondDelayRule));
   const HttpResponse ready = FetchGet(sluice.admin_port(), "/readyz");
   EXPECT_EQ(ready.status, 200) << ready.Describe();
 
@@ -1584,29 +1585,17 @@ rules:
       << metrics;
 }
 
-// Found by this suite. On SIGTERM each worker stops polling its listening socket but
-// keeps it open until exit (Worker::BeginDrain removes it from epoll; ~Worker closes
-// it). The kernel goes on completing handshakes into the backlog, so a client that
-// connects during the drain (up to 10 s with held requests) is neither refused nor
-// served: it hangs, and is reset when the process exits. Closing the listeners when
-// the drain starts would refuse it at once (or, with SO_REUSEPORT, let a new
+// Found by this suite. On SIGTERM each worker used to stop polling its listening socket
+// but keep it open until exit, so the kernel went on completing handshakes into the
+// backlog and a client that connected during the drain (up to 10 s with held
+// requests) was neither refused nor served until the process exited. The listeners
+// now close when the drain starts, which refuses it at once (or, with SO_REUSEPORT,
+// lets a new
 // instance on the same port take it).
 TEST(ServerTest, ConnectionDuringDrainIsRefusedAtOnce) {
-  START_SLUICE(sluice, Config(R"(
-rules:
-  - name: slow
-    key: ["header:x-k"]
-    algorithm: gcra
-    limit: 1
-    period: 1s
-    burst: 1
-    action: delay
-    max_delay_ms: 3000
-)"));
+  START_SLUICE(sluice, Config(kOneASecondDelayRule));
   HttpClient held(sluice.port());
-  EXPECT_EQ(held.Get("/", {{"X-K", "a"}}).status, 200);
-  ASSERT_TRUE(held.Send(BuildRequest("GET", "/", {{"X-K", "a"}})));
-  ASSERT_TRUE(WaitFor([&] { return Metric(sluice, "sluice_requests_held") == 1; }, Millis(2000)));
+  HoldOneRequest(sluice, held, "a");
   ASSERT_TRUE(sluice.Signal(SIGTERM));
   ASSERT_TRUE(WaitFor([&] { return FetchGet(sluice.admin_port(), "/readyz").status == 503; },
                       Millis(1000)));
