@@ -104,7 +104,11 @@ void Evaluation::Clear() {
   retry_after = Duration(0);
   hold_for = Duration(0);
   allow_listed = false;
-  client_ip_hash = 0;
+}
+
+uint64_t ClientIpHash(const net::IpAddress& ip) {
+  const auto& b = ip.bytes();
+  return XXH3_64bits(b.data(), b.size());
 }
 
 net::IpAddress ResolveClientIp(const net::CidrList& trusted_proxies, const http::Request& request) {
@@ -159,10 +163,6 @@ void Evaluator::Evaluate(const Policy& policy, const http::Request& request, Tim
   out.Clear();
   const config::Config& config = policy.config();
   out.client_ip = ResolveClientIp(config.trusted_proxies, request);
-  {
-    const auto& b = out.client_ip.bytes();
-    out.client_ip_hash = XXH3_64bits(b.data(), b.size());
-  }
   if (config.deny.Contains(out.client_ip)) {
     out.verdict = Verdict::kDenied;
     metrics_.CountRequest(metrics::kSlotAccessDeny, metrics::Outcome::kDenied);

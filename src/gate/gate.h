@@ -79,7 +79,6 @@ struct Evaluation {
   Duration hold_for{0};                  // kHold: until the next try
   bool allow_listed = false;
   net::IpAddress client_ip;
-  uint64_t client_ip_hash = 0;
 
   std::string_view KeyOf(const RuleResult& r) const {
     return {keys.data() + r.key_offset, r.key_length};
@@ -90,6 +89,10 @@ struct Evaluation {
 // The client address: the socket peer, or, when the peer is a trusted proxy, the
 // right-most X-Forwarded-For address that is not one.
 net::IpAddress ResolveClientIp(const net::CidrList& trusted_proxies, const http::Request& request);
+
+// The client address as logs show it: XXH3-64, unseeded so a fleet agrees. Computed
+// only when a line is written.
+uint64_t ClientIpHash(const net::IpAddress& ip);
 
 class Evaluator {
  public:

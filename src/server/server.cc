@@ -385,7 +385,7 @@ class Worker final : public http::RequestHandler {
     fmt::format_to(std::back_inserter(log_), ".{:03d}Z\",\"request_id\":", ts.tv_nsec / 1'000'000);
     AppendJsonString(log_, request_id);
     log_ += ",\"client\":\"";
-    AppendHex64(log_, evaluation.client_ip_hash);
+    AppendHex64(log_, gate::ClientIpHash(evaluation.client_ip));
     log_ += "\",\"method\":";
     AppendJsonString(log_, method);
     log_ += ",\"path\":";
