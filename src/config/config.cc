@@ -22,6 +22,7 @@
 #include <utility>
 
 #include "core/units.h"
+#include "store/redis_scripts.h"
 
 namespace sluice::config {
 namespace {
@@ -484,6 +485,15 @@ class Loader {
 
   std::string source_;
   std::vector<ConfigError> errors_;
+  // Every limit of the document (rules and overrides), where it is written: with the
+  // Redis backend each must fit the scripts' exact arithmetic, which is known only
+  // once both sections are read.
+  struct LimitSite {
+    Limit limit;
+    YAML::Mark mark;
+    std::string path;
+  };
+  std::vector<LimitSite> limit_sites_;
 };
 
 void Loader::LoadDocument(const Item& root, Config& config) {
@@ -527,6 +537,17 @@ void Loader::LoadDocument(const Item& root, Config& config) {
   }
   if (const Item* v = top->Value("store")) LoadStore(*v, config.store);
   if (const Item* v = top->Value("rules")) LoadRules(*v, config.rules);
+  if (config.store.backend == StoreConfig::Backend::kRedis) {
+    for (const LimitSite& site : limit_sites_) {
+      if (store::FitsRedisArithmetic(site.limit)) continue;
+      ErrorAt(site.mark,
+              fmt::format("{}: with store.backend redis, the period must be a whole number of "
+                          "microseconds and max(limit, burst) x period in microseconds below "
+                          "2^51 (about 26,000 per day or 625,000 per hour), so that Redis's Lua "
+                          "decides exactly; use the memory store, or a shorter period",
+                          site.path));
+    }
+  }
   if (const Item* v = top->Value("headers")) {
     if (auto legacy = Enum<bool>(*v, {{"ietf", false}, {"legacy", true}})) {
       config.legacy_headers = *legacy;
@@ -763,6 +784,7 @@ bool Loader::LoadRule(const Item& item, Rule& rule, std::optional<Item>& name_it
   if (burst_entry != nullptr) {
     if (auto burst = Burst(*burst_entry, algorithm)) rule.limit.burst = *burst;
   }
+  limit_sites_.push_back({rule.limit, fields->self().mark, item.path});
 
   bool action_ok = true;
   if (const Item* v = fields->Value("action")) {
@@ -955,6 +977,7 @@ std::optional<Override> Loader::LoadOverride(const Item& item, const Rule& rule,
     result.limit.burst = result.limit.limit;
   }
   if (errors_.size() != errors_before) return std::nullopt;
+  limit_sites_.push_back({result.limit, fields->self().mark, item.path});
   return result;
 }
 

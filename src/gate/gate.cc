@@ -104,6 +104,9 @@ void Evaluation::Clear() {
   retry_after = Duration(0);
   hold_for = Duration(0);
   allow_listed = false;
+  outstanding = 0;
+  rechecking = false;
+  waited = Duration(0);
 }
 
 uint64_t ClientIpHash(const net::IpAddress& ip) {
@@ -139,23 +142,59 @@ net::IpAddress ResolveClientIp(const net::CidrList& trusted_proxies, const http:
   return client;
 }
 
-void Evaluator::DecideOne(RuleResult& result, std::string_view key, Timestamp now) {
-  struct Capture final : Store::Completion {
-    Decision decision;
-    bool done = false;
-    void OnDecision(const Decision& d) override {
-      decision = d;
-      done = true;
-    }
-  } capture;
+void RuleResult::OnDecision(const Decision& d) {
+  decision = d;
+  evaluation->evaluator->OnRuleDecided(*evaluation, *this);
+}
+
+// Every decision the evaluation needs goes to the store at once; the verdict is
+// concluded when the last answer is in, which for the memory store is before
+// AskStore returns. `outstanding` starts one high so that answers arriving during
+// the loop cannot conclude before every request was made.
+void Evaluator::AskStore(Evaluation& out, bool rechecking, Duration waited, Timestamp now) {
+  out.evaluator = this;
+  out.rechecking = rechecking;
+  out.waited = waited;
+  out.outstanding = 1;
+  for (RuleResult& result : out.results) {
+    if (rechecking && !result.pending_delay) continue;
+    result.evaluation = &out;
+    ++out.outstanding;
+    StoreRequest request{out.KeyOf(result), result.rule->rule->algorithm, result.limit, 1};
+    metrics_.store_operations_ok.Add();
+    store_.Decide(request, now, result);
+  }
+  if (--out.outstanding == 0) {
+    Conclude(out, waited);
+  } else {
+    out.verdict = Verdict::kPending;
+  }
+}
+
+void Evaluator::OnRuleDecided(Evaluation& out, RuleResult& result) {
   const config::Rule& rule = *result.rule->rule;
-  StoreRequest request{key, rule.algorithm, result.limit, 1};
-  store_.Decide(request, now, capture);
-  // The memory store answers at once; an asynchronous store (Redis) will need the
-  // request to be parked here, as delay rules already are.
-  SLUICE_CHECK(capture.done);
-  metrics_.store_operations_ok.Add();
-  result.decision = capture.decision;
+  if (!out.rechecking) {
+    if (result.decision.allowed) {
+      result.outcome = metrics::Outcome::kAllowed;
+    } else if (rule.action == config::Action::kShadow) {
+      result.outcome = metrics::Outcome::kShadowLimited;
+    } else if (rule.action == config::Action::kDelay &&
+               result.decision.retry_after <= rule.max_delay) {
+      result.pending_delay = true;
+    } else {
+      result.outcome = metrics::Outcome::kLimited;
+    }
+  } else if (result.decision.allowed) {
+    result.pending_delay = false;
+    result.outcome = metrics::Outcome::kDelayed;
+  } else if (out.waited + result.decision.retry_after > rule.max_delay) {
+    result.pending_delay = false;
+    result.outcome = metrics::Outcome::kLimited;
+  }
+  if (--out.outstanding > 0) return;
+  // The last answer, after AskStore returned: the store answered later.
+  Conclude(out, out.waited);
+  if (listener_ != nullptr) listener_->OnEvaluated(out);
 }
 
 void Evaluator::Evaluate(const Policy& policy, const http::Request& request, Timestamp now,
@@ -265,36 +304,11 @@ void Evaluator::Evaluate(const Policy& policy, const http::Request& request, Tim
     result.key_length = out.keys.size() - result.key_offset;
   }
 
-  for (RuleResult& result : out.results) {
-    DecideOne(result, out.KeyOf(result), now);
-    const config::Rule& rule = *result.rule->rule;
-    if (result.decision.allowed) {
-      result.outcome = metrics::Outcome::kAllowed;
-    } else if (rule.action == config::Action::kShadow) {
-      result.outcome = metrics::Outcome::kShadowLimited;
-    } else if (rule.action == config::Action::kDelay &&
-               result.decision.retry_after <= rule.max_delay) {
-      result.pending_delay = true;
-    } else {
-      result.outcome = metrics::Outcome::kLimited;
-    }
-  }
-  Conclude(out, Duration(0));
+  AskStore(out, /*rechecking=*/false, Duration(0), now);
 }
 
 void Evaluator::Recheck(Evaluation& held, Timestamp now, Duration waited) {
-  for (RuleResult& result : held.results) {
-    if (!result.pending_delay) continue;
-    DecideOne(result, held.KeyOf(result), now);
-    if (result.decision.allowed) {
-      result.pending_delay = false;
-      result.outcome = metrics::Outcome::kDelayed;
-    } else if (waited + result.decision.retry_after > result.rule->rule->max_delay) {
-      result.pending_delay = false;
-      result.outcome = metrics::Outcome::kLimited;
-    }
-  }
-  Conclude(held, waited);
+  AskStore(held, /*rechecking=*/true, waited, now);
 }
 
 void Evaluator::Conclude(Evaluation& out, Duration waited) {

@@ -50,8 +50,12 @@ class Policy {
   std::vector<CompiledRule> rules_;
 };
 
-// One matching rule's part in a request.
-struct RuleResult {
+struct Evaluation;
+class Evaluator;
+
+// One matching rule's part in a request. It is also the store's completion for the
+// rule's decision, which may arrive after Evaluate has returned (the Redis store).
+struct RuleResult final : Store::Completion {
   const CompiledRule* rule = nullptr;
   Limit limit;  // after overrides
   Decision decision;
@@ -60,6 +64,9 @@ struct RuleResult {
   size_t key_offset = 0;       // the store key in Evaluation::keys
   size_t key_length = 0;
   uint64_t client_hash = 0;  // of the raw client key, for logs
+  Evaluation* evaluation = nullptr;
+
+  void OnDecision(const Decision& decision) override;
 };
 
 enum class Verdict {
@@ -68,8 +75,11 @@ enum class Verdict {
   kDenied,      // access.deny: 403
   kMissingKey,  // a rule with on_missing_key: reject had no key: 400
   kHold,        // delay rules over their limit but within max_delay: ask again later
+  kPending,     // the store has not answered yet: EvaluationListener::OnEvaluated follows
 };
 
+// An Evaluation must stay where it is (not be moved or destroyed) while its verdict
+// is kPending: the store answers into its results.
 struct Evaluation {
   Verdict verdict = Verdict::kAllow;
   std::vector<RuleResult> results;       // matching rules, in config order
@@ -79,11 +89,27 @@ struct Evaluation {
   Duration hold_for{0};                  // kHold: until the next try
   bool allow_listed = false;
   net::IpAddress client_ip;
+  void* owner = nullptr;  // the caller's; kept by Clear
+
+  // While the store decides: answers still to come, and what they are for.
+  int outstanding = 0;
+  bool rechecking = false;
+  Duration waited{0};
+  Evaluator* evaluator = nullptr;
 
   std::string_view KeyOf(const RuleResult& r) const {
     return {keys.data() + r.key_offset, r.key_length};
   }
   void Clear();
+};
+
+// Told when an evaluation that was kPending has its verdict.
+class EvaluationListener {
+ public:
+  virtual void OnEvaluated(Evaluation& evaluation) = 0;
+
+ protected:
+  ~EvaluationListener() = default;
 };
 
 // The client address: the socket peer, or, when the peer is a trusted proxy, the
@@ -96,21 +122,29 @@ uint64_t ClientIpHash(const net::IpAddress& ip);
 
 class Evaluator {
  public:
-  Evaluator(Store& store, metrics::WorkerMetrics& metrics) : store_(store), metrics_(metrics) {}
+  // `listener` hears of evaluations that went kPending; it may be null when the
+  // store always answers at once (the memory store).
+  Evaluator(Store& store, metrics::WorkerMetrics& metrics, EvaluationListener* listener = nullptr)
+      : store_(store), metrics_(metrics), listener_(listener) {}
 
-  // Decides `request` under `policy` at `now` into `out` (cleared first).
+  // Decides `request` under `policy` at `now` into `out` (cleared first). The
+  // verdict is kPending when the store answers later; `policy` must then live until
+  // the listener is told.
   void Evaluate(const Policy& policy, const http::Request& request, Timestamp now, Evaluation& out);
   // Asks the pending delay rules of a held evaluation again. `waited` is how long the
   // request has been held so far; a rule whose next chance lies beyond its
-  // max_delay_ms turns the verdict into kLimited.
+  // max_delay_ms turns the verdict into kLimited. May also end kPending.
   void Recheck(Evaluation& held, Timestamp now, Duration waited);
 
  private:
-  void DecideOne(RuleResult& result, std::string_view key, Timestamp now);
+  friend struct RuleResult;
+  void AskStore(Evaluation& out, bool rechecking, Duration waited, Timestamp now);
+  void OnRuleDecided(Evaluation& out, RuleResult& result);
   void Conclude(Evaluation& out, Duration waited);
 
   Store& store_;
   metrics::WorkerMetrics& metrics_;
+  EvaluationListener* listener_;
   std::string client_key_;  // scratch
 };
 

@@ -153,6 +153,8 @@ class ServerConnection final : public net::IoHandler {
   // beyond the connection itself).
   ServerConnection* owner_prev = nullptr;
   ServerConnection* owner_next = nullptr;
+  // The owner's state for a request answered later (held), if any.
+  void* pending = nullptr;
 
   void OnIoEvent(uint32_t events) override;
 

@@ -57,6 +57,24 @@ void Histogram::Snapshot::Merge(const Histogram& histogram) {
   sum_ns += histogram.sum_ns_.Get();
 }
 
+std::string_view StoreResultName(StoreResult result) {
+  switch (result) {
+    case StoreResult::kOk:
+      return "ok";
+    case StoreResult::kError:
+      return "error";
+    case StoreResult::kTimeout:
+      return "timeout";
+    case StoreResult::kUnavailable:
+      return "unavailable";
+    case StoreResult::kDenyCached:
+      return "deny_cached";
+    case StoreResult::kCount:
+      break;
+  }
+  return "unknown";
+}
+
 std::string_view OutcomeName(Outcome outcome) {
   switch (outcome) {
     case Outcome::kAllowed:
@@ -79,17 +97,37 @@ std::string_view OutcomeName(Outcome outcome) {
 
 Registry::Registry() { slot_names_ = {"", "access:allow", "access:deny"}; }
 
+namespace {
+
+// The slot of `name` in `names`, appending it when new; past `max` slots, the last one,
+// named "(other)".
+size_t SlotOf(std::vector<std::string>& names, std::string_view name, size_t max) {
+  for (size_t i = 0; i < names.size(); ++i) {
+    if (names[i] == name) return i;
+  }
+  if (names.size() + 1 >= max) {
+    if (names.size() < max) names.push_back("(other)");
+    return max - 1;
+  }
+  names.emplace_back(name);
+  return names.size() - 1;
+}
+
+}  // namespace
+
 size_t Registry::RuleSlot(std::string_view name) {
   std::lock_guard lock(mutex_);
-  for (size_t i = 0; i < slot_names_.size(); ++i) {
-    if (slot_names_[i] == name) return i;
-  }
-  if (slot_names_.size() + 1 >= kMaxRuleSlots) {
-    if (slot_names_.size() < kMaxRuleSlots) slot_names_.push_back("(other)");
-    return kMaxRuleSlots - 1;
-  }
-  slot_names_.emplace_back(name);
-  return slot_names_.size() - 1;
+  return SlotOf(slot_names_, name, kMaxRuleSlots);
+}
+
+size_t Registry::NodeSlot(std::string_view name) {
+  std::lock_guard lock(mutex_);
+  return SlotOf(node_names_, name, kMaxNodeSlots);
+}
+
+void Registry::SetStoreBackend(std::string_view backend) {
+  std::lock_guard lock(mutex_);
+  store_backend_ = backend;
 }
 
 WorkerMetrics& Registry::AddWorker() {
@@ -141,11 +179,37 @@ std::string Registry::Render() const {
     active += w->connections_active.load(std::memory_order_relaxed);
     held += w->requests_held.load(std::memory_order_relaxed);
   }
-  fmt::format_to(it,
-                 "# HELP sluice_store_operations_total Limiter store operations by result.\n"
-                 "# TYPE sluice_store_operations_total counter\n"
-                 "sluice_store_operations_total{{backend=\"memory\",result=\"ok\"}} {}\n",
-                 store_ok);
+  out +=
+      "# HELP sluice_store_operations_total Limiter store decisions by result.\n"
+      "# TYPE sluice_store_operations_total counter\n";
+  if (store_backend_ == "memory") {
+    fmt::format_to(it, "sluice_store_operations_total{{backend=\"memory\",result=\"ok\"}} {}\n",
+                   store_ok);
+  } else {
+    for (size_t r = 0; r < static_cast<size_t>(StoreResult::kCount); ++r) {
+      uint64_t total = 0;
+      for (const auto& w : workers_) total += w->store_results[r].Get();
+      fmt::format_to(it, "sluice_store_operations_total{{backend=\"{}\",result=\"{}\"}} {}\n",
+                     store_backend_, StoreResultName(static_cast<StoreResult>(r)), total);
+    }
+    Histogram::Snapshot latency;
+    for (const auto& w : workers_) latency.Merge(w->store_latency);
+    RenderHistogram(out, "sluice_store_latency_seconds",
+                    "Redis script calls, from sent to answered.", latency);
+    out +=
+        "# HELP sluice_store_node_up Whether every worker's connection to the node is up "
+        "(breaker closed).\n# TYPE sluice_store_node_up gauge\n";
+    for (size_t n = 0; n < node_names_.size(); ++n) {
+      int up = -1;
+      for (const auto& w : workers_) {
+        const int v = w->node_up[n].load(std::memory_order_relaxed);
+        if (v >= 0) up = up < 0 ? v : std::min(up, v);
+      }
+      if (up >= 0)
+        fmt::format_to(it, "sluice_store_node_up{{node=\"{}\"}} {}\n", EscapeLabel(node_names_[n]),
+                       up);
+    }
+  }
   fmt::format_to(it,
                  "# HELP sluice_connections_active Client connections open now.\n"
                  "# TYPE sluice_connections_active gauge\nsluice_connections_active {}\n"

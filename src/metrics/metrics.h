@@ -74,12 +74,33 @@ inline constexpr size_t kSlotNoRule = 0;
 inline constexpr size_t kSlotAccessAllow = 1;
 inline constexpr size_t kSlotAccessDeny = 2;
 
+// What became of one decision the Redis store was asked for.
+enum class StoreResult : uint8_t {
+  kOk,           // answered by Redis
+  kError,        // Redis answered with an error, or the connection broke: on_failure
+  kTimeout,      // no answer within command_timeout_ms: on_failure
+  kUnavailable,  // the node was down (breaker open): on_failure at once
+  kDenyCached,   // refused by the local deny cache without asking Redis
+  kCount
+};
+std::string_view StoreResultName(StoreResult result);
+
+// Redis nodes as label values: a slot per node name, like rules.
+inline constexpr size_t kMaxNodeSlots = 256;
+
 struct WorkerMetrics {
   std::array<std::array<Counter, static_cast<size_t>(Outcome::kCount)>, kMaxRuleSlots> requests;
   Histogram request_duration;                 // the decision path: head parsed to answer known
   std::array<Counter, 6> responses_by_class;  // unused slot 0, then 1xx..5xx
   std::array<Counter, 600> responses_by_status;
-  Counter store_operations_ok;
+  Counter store_operations_ok;  // decisions asked of the store (memory: all succeed)
+  std::array<Counter, static_cast<size_t>(StoreResult::kCount)> store_results;  // redis
+  Histogram store_latency;  // redis: one script call, sent to answered
+  // redis: per node slot, -1 when this worker has no connection to it, else 0/1.
+  std::array<std::atomic<int8_t>, kMaxNodeSlots> node_up;
+  WorkerMetrics() {
+    for (auto& up : node_up) up.store(-1, std::memory_order_relaxed);
+  }
   Counter connections_accepted;
   Counter connections_refused;  // over max_connections
   std::atomic<int64_t> connections_active{0};
@@ -105,6 +126,10 @@ class Registry {
   Counter reloads_succeeded;  // also counts the first load
   Counter reloads_failed;
   std::atomic<int> store_up{1};
+  // The slot of a Redis node's name ("host:port"); past kMaxNodeSlots, the last.
+  size_t NodeSlot(std::string_view name);
+  // Which backend the store operations are reported for ("memory" or "redis").
+  void SetStoreBackend(std::string_view backend);
 
   // The Prometheus text exposition (format 0.0.4) of everything.
   std::string Render() const;
@@ -112,6 +137,8 @@ class Registry {
  private:
   mutable std::mutex mutex_;
   std::vector<std::string> slot_names_;                 // guarded by mutex_
+  std::vector<std::string> node_names_;                 // guarded by mutex_
+  std::string store_backend_ = "memory";                // guarded by mutex_
   std::deque<std::unique_ptr<WorkerMetrics>> workers_;  // guarded by mutex_
 };
 

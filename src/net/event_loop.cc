@@ -131,7 +131,7 @@ void EventLoop::Run() {
     }
     if (wake) DrainPosted();
     RunDueTimers();
-    if (turn_hook_) turn_hook_();
+    for (const std::function<void()>& hook : turn_hooks_) hook();
   }
 }
 

@@ -57,7 +57,8 @@ class EventLoop {
   // Called once per loop turn, after events and timers: flushing buffered output,
   // checking connection deadlines. The loop wakes at least every `tick` so deadlines
   // kept outside the timer map are honoured within that precision.
-  void SetTurnHook(std::function<void()> hook) { turn_hook_ = std::move(hook); }
+  // Hooks run in the order they were added.
+  void AddTurnHook(std::function<void()> hook) { turn_hooks_.push_back(std::move(hook)); }
   static constexpr Duration kTick = std::chrono::milliseconds(50);
 
   // Runs until Stop(); returns after the turn in which Stop() was seen. A loop runs
@@ -84,7 +85,7 @@ class EventLoop {
   // (deadline, id) -> callback; id keeps equal deadlines in scheduling order.
   std::map<std::pair<int64_t, TimerId>, std::function<void()>> timers_;
   std::map<TimerId, int64_t> timer_deadlines_;
-  std::function<void()> turn_hook_;
+  std::vector<std::function<void()>> turn_hooks_;
 
   std::mutex posted_mutex_;
   std::vector<std::function<void()>> posted_;  // guarded by posted_mutex_

@@ -16,6 +16,7 @@
 
 #include "core/check.h"
 #include "net/event_loop.h"
+#include "store/redis_store.h"
 
 namespace sluice::server {
 namespace {
@@ -126,30 +127,35 @@ class Acceptor final : public net::IoHandler {
 
 // --- Worker ---------------------------------------------------------------------------
 
-// A request held by a delay rule, with what its answer and log line need.
+// A request whose answer is not known when its head is parsed: the store answers
+// later (Redis), or a delay rule holds it. Kept with what its answer and log line
+// need; pooled, so that a worker allocates none once warm.
 struct HeldRequest {
   std::shared_ptr<const gate::Policy> policy;
   gate::Evaluation evaluation;
+  http::ServerConnection* connection = nullptr;  // null once the client has gone
   Timestamp arrived;
-  int64_t decided_ns = 0;  // time spent deciding so far, not waiting (for the histogram)
+  int64_t decided_ns = 0;        // time spent deciding in earlier phases, not waiting
+  int64_t phase_started_ns = 0;  // when the current decision phase began
   net::EventLoop::TimerId timer = net::EventLoop::kNoTimer;
   std::string method;
   std::string path;
   std::string request_id;
 };
 
-class Worker final : public http::RequestHandler {
+class Worker final : public http::RequestHandler, public gate::EvaluationListener {
  public:
-  Worker(Server& server, Store& store, int listen_fd, uint64_t seed)
+  Worker(Server& server, Store& shared_store, int listen_fd, uint64_t seed)
       : server_(server),
         loop_(clock_),
         metrics_(server.registry().AddWorker()),
-        evaluator_(store, metrics_),
+        redis_store_(MakeRedisStore(server, loop_, metrics_, shared_store)),
+        evaluator_(redis_store_ ? *redis_store_ : shared_store, metrics_, this),
         ids_(seed),
         acceptor_(listen_fd, [this](int fd, const sockaddr_storage& a) { OnAccept(fd, a); }) {
     RefreshPolicy();
     loop_.Add(listen_fd, EPOLLIN, &acceptor_);
-    loop_.SetTurnHook([this] { OnTurnEnd(); });
+    loop_.AddTurnHook([this] { OnTurnEnd(); });
     response_headers_.reserve(1024);
     response_body_.reserve(512);
     log_.reserve(kLogFlushBytes + 1024);
@@ -180,27 +186,61 @@ class Worker final : public http::RequestHandler {
   // http::RequestHandler
   void OnRequest(http::ServerConnection& connection, const http::Request& request) override {
     RefreshPolicy();
-    const int64_t started = ToNanos(clock_.Now());
-    evaluator_.Evaluate(*policy_, request, loop_.now(), evaluation_);
-    if (evaluation_.verdict == gate::Verdict::kHold) {
-      Hold(connection, request, started);
+    HeldRequest& r = NewHeld();
+    r.phase_started_ns = ToNanos(clock_.Now());
+    r.decided_ns = 0;
+    evaluator_.Evaluate(*policy_, request, loop_.now(), r.evaluation);
+    const gate::Verdict verdict = r.evaluation.verdict;
+    if (verdict != gate::Verdict::kPending && verdict != gate::Verdict::kHold) {
+      Answer(connection, *policy_, r.evaluation, request.method, request.path, request.request_id,
+             r.phase_started_ns);
+      Recycle(r);
       return;
     }
-    Answer(connection, *policy_, evaluation_, request.method, request.path, request.request_id,
-           started);
+    // Answered later: keep what the answer needs.
+    r.policy = policy_;
+    r.connection = &connection;
+    r.arrived = loop_.now();
+    r.method = request.method;
+    r.path = request.path;
+    r.request_id = request.request_id;
+    connection.Hold();
+    connection.pending = &r;
+    metrics_.requests_held.fetch_add(1, std::memory_order_relaxed);
+    if (verdict == gate::Verdict::kHold) ScheduleRecheck(r);
   }
 
   void OnClose(http::ServerConnection& connection) override {
-    const auto it = held_.find(&connection);
-    if (it != held_.end()) {
-      loop_.Cancel(it->second->timer);
-      held_.erase(it);
+    if (connection.pending != nullptr) {
+      HeldRequest& r = *static_cast<HeldRequest*>(connection.pending);
+      connection.pending = nullptr;
       metrics_.requests_held.fetch_sub(1, std::memory_order_relaxed);
+      r.connection = nullptr;
+      // Still with the store: it will answer into r, which is recycled then.
+      if (r.evaluation.verdict != gate::Verdict::kPending) {
+        loop_.Cancel(r.timer);
+        Recycle(r);
+      }
     }
     Unlink(&connection);
     closed_.push_back(&connection);
     metrics_.connections_active.fetch_sub(1, std::memory_order_relaxed);
     server_.connections().fetch_sub(1, std::memory_order_relaxed);
+  }
+
+  // gate::EvaluationListener: the store answered a pending evaluation.
+  void OnEvaluated(gate::Evaluation& evaluation) override {
+    HeldRequest& r = *static_cast<HeldRequest*>(evaluation.owner);
+    if (r.connection == nullptr) {  // the client went away meanwhile
+      Recycle(r);
+      return;
+    }
+    if (evaluation.verdict == gate::Verdict::kHold) {
+      r.decided_ns += ToNanos(clock_.Now()) - r.phase_started_ns;
+      ScheduleRecheck(r);
+      return;
+    }
+    Finish(r);
   }
 
   void OnProtocolError(http::ServerConnection& connection, int status) override {
@@ -275,46 +315,84 @@ class Worker final : public http::RequestHandler {
     if (draining_ && (connections_ == nullptr || now >= drain_deadline_ns_)) loop_.Stop();
   }
 
-  void Hold(http::ServerConnection& connection, const http::Request& request, int64_t started) {
-    auto held = std::make_unique<HeldRequest>();
-    held->policy = policy_;
-    held->evaluation = std::move(evaluation_);
-    evaluation_ = gate::Evaluation();
-    held->arrived = loop_.now();
-    held->decided_ns = ToNanos(clock_.Now()) - started;
-    held->method = request.method;
-    held->path = request.path;
-    held->request_id = request.request_id;
-    connection.Hold();
-    HeldRequest* raw = held.get();
-    held_.emplace(&connection, std::move(held));
-    metrics_.requests_held.fetch_add(1, std::memory_order_relaxed);
-    ScheduleRecheck(connection, *raw);
-  }
-
-  void ScheduleRecheck(http::ServerConnection& connection, HeldRequest& held) {
-    http::ServerConnection* c = &connection;
-    held.timer = loop_.RunAt(loop_.now() + held.evaluation.hold_for, [this, c] { Recheck(*c); });
-  }
-
-  void Recheck(http::ServerConnection& connection) {
-    const auto it = held_.find(&connection);
-    if (it == held_.end()) return;
-    HeldRequest& held = *it->second;
-    const Timestamp now = loop_.now();
-    const int64_t recheck_started = ToNanos(clock_.Now());
-    evaluator_.Recheck(held.evaluation, now, now - held.arrived);
-    if (held.evaluation.verdict == gate::Verdict::kHold) {
-      held.decided_ns += ToNanos(clock_.Now()) - recheck_started;
-      ScheduleRecheck(connection, held);
-      return;
+  // The Redis store is per worker (its connections belong to this loop); null with
+  // the memory store, which all workers share.
+  static std::unique_ptr<store::RedisStore> MakeRedisStore(Server& server, net::EventLoop& loop,
+                                                           metrics::WorkerMetrics& metrics,
+                                                           Store& memory) {
+    const config::StoreConfig& config = server.startup_config().store;
+    if (config.backend != config::StoreConfig::Backend::kRedis) return nullptr;
+    store::RedisStore::Options options;
+    options.nodes = config.redis.nodes;
+    options.connect_timeout = config.redis.connect_timeout;
+    options.command_timeout = config.redis.command_timeout;
+    switch (config.on_failure) {
+      case config::StoreConfig::OnFailure::kAllow:
+        options.on_failure = store::OnFailure::kAllow;
+        break;
+      case config::StoreConfig::OnFailure::kDeny:
+        options.on_failure = store::OnFailure::kDeny;
+        break;
+      case config::StoreConfig::OnFailure::kLocal:
+        options.on_failure = store::OnFailure::kLocal;
+        break;
     }
-    std::unique_ptr<HeldRequest> done = std::move(it->second);
-    held_.erase(it);
+    options.local = &memory;
+    return std::make_unique<store::RedisStore>(loop, std::move(options), &server.registry(),
+                                               &metrics);
+  }
+
+  HeldRequest& NewHeld() {
+    if (free_held_.empty()) {
+      held_pool_.push_back(std::make_unique<HeldRequest>());
+      free_held_.push_back(held_pool_.back().get());
+      free_held_.back()->evaluation.owner = free_held_.back();
+    }
+    HeldRequest* r = free_held_.back();
+    free_held_.pop_back();
+    return *r;
+  }
+
+  void Recycle(HeldRequest& r) {
+    r.policy.reset();
+    r.connection = nullptr;
+    r.timer = net::EventLoop::kNoTimer;
+    free_held_.push_back(&r);
+  }
+
+  void ScheduleRecheck(HeldRequest& r) {
+    HeldRequest* p = &r;
+    r.timer = loop_.RunAt(loop_.now() + r.evaluation.hold_for, [this, p] { Recheck(*p); });
+  }
+
+  void Recheck(HeldRequest& r) {
+    r.timer = net::EventLoop::kNoTimer;
+    const Timestamp now = loop_.now();
+    r.phase_started_ns = ToNanos(clock_.Now());
+    evaluator_.Recheck(r.evaluation, now, now - r.arrived);
+    switch (r.evaluation.verdict) {
+      case gate::Verdict::kPending:
+        return;  // OnEvaluated follows
+      case gate::Verdict::kHold:
+        r.decided_ns += ToNanos(clock_.Now()) - r.phase_started_ns;
+        ScheduleRecheck(r);
+        return;
+      default:
+        Finish(r);
+    }
+  }
+
+  // Answers a request that was held (by the store or a delay rule) and recycles it.
+  void Finish(HeldRequest& r) {
+    http::ServerConnection& connection = *r.connection;
+    connection.pending = nullptr;
     metrics_.requests_held.fetch_sub(1, std::memory_order_relaxed);
     // The histogram measures deciding, not the wait a delay rule imposes.
-    Answer(connection, *done->policy, done->evaluation, done->method, done->path, done->request_id,
-           recheck_started - done->decided_ns);
+    const int64_t started = r.phase_started_ns - r.decided_ns;
+    // The answer may go on to the connection's next pipelined request, which takes
+    // another HeldRequest; this one is recycled once its answer is written.
+    Answer(connection, *r.policy, r.evaluation, r.method, r.path, r.request_id, started);
+    Recycle(r);
   }
 
   void Answer(http::ServerConnection& connection, const gate::Policy& policy,
@@ -434,6 +512,7 @@ class Worker final : public http::RequestHandler {
   SteadyClock clock_;
   net::EventLoop loop_;
   metrics::WorkerMetrics& metrics_;
+  std::unique_ptr<store::RedisStore> redis_store_;
   gate::Evaluator evaluator_;
   http::RequestIdSource ids_;
   Acceptor acceptor_;
@@ -447,10 +526,10 @@ class Worker final : public http::RequestHandler {
   bool access_log_ = false;
   int64_t max_connections_ = 0;
 
-  http::ServerConnection* connections_ = nullptr;  // intrusive list of open ones
-  std::vector<http::ServerConnection*> closed_;    // deleted at the end of the turn
-  std::unordered_map<http::ServerConnection*, std::unique_ptr<HeldRequest>> held_;
-  gate::Evaluation evaluation_;  // scratch for requests answered at once
+  http::ServerConnection* connections_ = nullptr;        // intrusive list of open ones
+  std::vector<http::ServerConnection*> closed_;          // deleted at the end of the turn
+  std::vector<std::unique_ptr<HeldRequest>> held_pool_;  // every one made
+  std::vector<HeldRequest*> free_held_;
   std::string response_headers_;
   std::string response_body_;
   std::string log_;
@@ -469,7 +548,7 @@ class AdminServer final : public http::RequestHandler {
         limits_(limits),
         acceptor_(listen_fd, [this](int fd, const sockaddr_storage& a) { OnAccept(fd, a); }) {
     loop_.Add(listen_fd, EPOLLIN, &acceptor_);
-    loop_.SetTurnHook([this] {
+    loop_.AddTurnHook([this] {
       const int64_t now = ToNanos(loop_.now());
       timeouts_.header.Expire(now);
       timeouts_.idle.Expire(now);
@@ -630,8 +709,9 @@ std::string Server::Start() {
   }
   if (!config.tls.cert_file.empty())
     return "tls: TLS termination is not implemented in this version";
-  if (config.store.backend != config::StoreConfig::Backend::kMemory) {
-    return "store.backend: only \"memory\" is implemented in this version";
+  if (config.store.backend == config::StoreConfig::Backend::kRedis &&
+      config.store.redis.mode == config::RedisConfig::Mode::kCluster) {
+    return "store.redis.mode: cluster is not implemented in this version; use ring";
   }
   if (config.grpc_listen) {
     fmt::print(stderr,
@@ -645,6 +725,8 @@ std::string Server::Start() {
   store::MemoryStore::Options store_options;
   store_options.max_keys = config.store.max_keys;
   store_ = std::make_unique<store::MemoryStore>(store_options);
+  registry_.SetStoreBackend(
+      config.store.backend == config::StoreConfig::Backend::kRedis ? "redis" : "memory");
   registry_.reloads_succeeded.Add();
   Publish(startup_config_);
 

@@ -68,6 +68,7 @@ class Server {
   uint64_t policy_version() const { return policy_version_.load(std::memory_order_acquire); }
   std::shared_ptr<const gate::Policy> policy() const;
   metrics::Registry& registry() { return registry_; }
+  const config::Config& startup_config() const { return *startup_config_; }
   bool draining() const { return draining_.load(std::memory_order_relaxed); }
   std::atomic<int64_t>& connections() { return connections_; }
   // The access log of the current config, or null when it is off.

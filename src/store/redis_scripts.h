@@ -1,29 +1,53 @@
-// The limiter algorithms as Redis Lua scripts, for the Redis store (issue 4).
+// The limiter algorithms as one Redis Lua script, for the Redis store (issue 4).
 //
-// Each script applies one request to the state under KEYS[1] atomically (Redis runs a
-// script alone), with the Redis server's clock, so every gateway instance decides
-// against the same state and the same time. The rules are those of
-// src/core/algorithms.h, line for line, in whole microseconds: Lua 5.1 numbers are
-// doubles, exact for integers below 2^53, and every product here is at most
-// 3 * limit * period_us, which the Redis backend keeps below 2^53 (docs/architecture.md).
-// Divisions go through an exact integer division, since a double quotient can round
-// up to the next integer.
+// The script decides n requests in order in one atomic call (Redis runs a script
+// alone), with the Redis server's clock, so every gateway instance decides against the
+// same state and the same time, and a batch of requests costs one round trip and one
+// script start instead of n. The rules are those of src/core/algorithms.h, line for
+// line, in whole microseconds: Lua 5.1 numbers are doubles, exact for integers below
+// 2^53, and every product here is at most 3 * limit * period_us, which the Redis backend
+// keeps below 2^53 (docs/architecture.md). Divisions go through an exact integer
+// division, since a double quotient can round up to the next integer.
 //
-//   KEYS[1]  the state key
-//   ARGV[1]  limit          ARGV[2]  period in microseconds
-//   ARGV[3]  burst          ARGV[4]  cost
-//   ARGV[5]  now in microseconds for tests, or "" for the server's TIME (then the key
-//            also gets a TTL until its state is whole again)
-// Reply: {allowed (0/1), limit, remaining, reset_after_us, retry_after_us or -1 for
-// never}.
+//   KEYS[1..n]  the state keys. A key may appear several times: the entries are decided
+//               strictly in order, each seeing the state the previous one left, so the
+//               answers equal n separate calls at the same time. A key is always used
+//               with the same algorithm.
+//   ARGV[1]     now in microseconds for tests, or "" for the server's TIME (read once
+//               per call). With TIME each key also gets a TTL until its state is whole
+//               again, and is deleted when its state equals an empty one; with a test's
+//               time it gets no TTL.
+//   ARGV[2 + 5 * (i - 1) ...]  decision i's kRedisArgsPerDecision arguments:
+//               RedisAlgorithmCode, limit, period in microseconds, burst, cost.
+// Reply: a flat array of kRedisReplyPerDecision * n integers, decision i's at
+// 5 * (i - 1) + 1...: allowed (0/1), limit, remaining, reset_after_us, retry_after_us
+// or -1 for never. n is bounded by Lua's stack (the script unpacks KEYS for one MGET):
+// up to 7,990 keys pass, 8,000 fail; the store sends a few dozen. n = 0 answers an
+// empty array.
 //
-// Thread-safety: constant text.
+// Each key's state is one string of little-endian signed 64-bit integers
+// (struct.pack('<i8...'); read with struct.unpack), where `last` is the latest time the
+// state has seen, in microseconds. Quantities are in units of 1/period_us of a request:
+//   token_bucket            {last, tokens left x period_us}
+//   leaky_bucket            {last, level x period_us}
+//   gcra                    {last, backlog x period_us}
+//   fixed_window            {last, count}
+//   sliding_window_counter  {last, previous, current}
+//   sliding_window_log      {last, units in the log}, then runs {time, units} of
+//                           requests at equal times, oldest first (16 bytes a run)
+// A call reads every key with one MGET and writes each distinct key once (SET with PX,
+// or DEL), so n decisions on distinct keys make n + 1 redis.call (n + 2 with TIME). A
+// key of another type (say a hash of an older format) reads as no state (MGET answers
+// nil for it) and is replaced when its state is next written.
+//
+// Thread-safety: constant text and pure functions.
 #ifndef SLUICE_STORE_REDIS_SCRIPTS_H_
 #define SLUICE_STORE_REDIS_SCRIPTS_H_
 
 #include <cstdint>
 #include <string_view>
 
+#include "sluice/decision.h"
 #include "sluice/limiter.h"
 
 namespace sluice::store {
@@ -35,8 +59,15 @@ inline constexpr uint64_t kRedisMaxUnits = uint64_t{1} << 51;
 // microseconds, so a period must also be a whole number of them).
 bool FitsRedisArithmetic(const Limit& limit);
 
-// The script for `algorithm`.
-std::string_view RedisScript(Algorithm algorithm);
+// The one script: decides n requests in order, in one atomic call.
+std::string_view RedisDecideScript();
+// The algorithm's code in the script's arguments (0..5).
+int RedisAlgorithmCode(Algorithm algorithm);
+inline constexpr int kRedisArgsPerDecision = 5;   // algorithm code, limit, period_us, burst, cost
+inline constexpr int kRedisReplyPerDecision = 5;  // allowed, limit, remaining, reset_after_us,
+                                                  // retry_after_us|-1
+// One decision from its five reply integers (retry_after -1 means Decision::kNever).
+Decision DecisionFromRedisReply(const long long* five);
 
 }  // namespace sluice::store
 

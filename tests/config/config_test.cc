@@ -264,6 +264,35 @@ rules:
             (Lines{"t.yaml:3:1: invalid YAML: end of sequence flow not found"}));
 }
 
+// The Redis scripts count in whole microseconds below 2^53: a limit whose products
+// would pass that is refused with the Redis backend, at the rule or override that has it,
+// and accepted with the memory store.
+TEST(ConfigErrors, RedisBackendRefusesLimitsPastTheScriptsExactRange) {
+  const std::string rules = R"(
+rules:
+  - name: daily
+    key: [ip]
+    algorithm: token_bucket
+    limit: 100000
+    period: 1d
+  - name: hourly
+    key: [ip]
+    algorithm: fixed_window
+    limit: 1000
+    period: 1h
+    overrides:
+      - key: "10.0.0.1"
+        limit: 1000000
+)";
+  const std::string redis = "store: {backend: redis, redis: {nodes: [\"127.0.0.1:6379\"]}}\n";
+  const std::vector<std::string> errors = Errors(redis + rules);
+  ASSERT_EQ(errors.size(), 2u) << ::testing::PrintToString(errors);
+  EXPECT_TRUE(errors[0].starts_with("t.yaml:4:5: rules[0]: with store.backend redis")) << errors[0];
+  EXPECT_TRUE(errors[1].starts_with("t.yaml:15:9: rules[1].overrides[0]: with store.backend redis"))
+      << errors[1];
+  EXPECT_TRUE(Errors(rules).empty());
+}
+
 TEST(ConfigErrors, EmptyDocument) {
   const std::string expected =
       "t.yaml: the configuration is empty; expected a map of settings such as \"listen:\" and "

@@ -422,7 +422,7 @@ class Session {
                   static_cast<ssize_t>(kRequest.size()),
               "the bystander's request fits the socket");
     }
-    loop_.SetTurnHook([this, &timeouts] {
+    loop_.AddTurnHook([this, &timeouts] {
       const int64_t now = ToNanos(loop_.now());
       timeouts.header.Expire(now);
       timeouts.idle.Expire(now);

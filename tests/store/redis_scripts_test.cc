@@ -1,11 +1,16 @@
-// Differential test: the Lua scripts in a real redis-server against the C++ algorithms,
-// on the same random traces of (key, cost, time), every Decision field compared.
-// The scripts count whole microseconds; the C++ algorithms do not care about the unit,
+// Differential test: the batch Lua script in a real redis-server against the C++
+// algorithms, on the same random traces of batches of (key, cost) at one time each,
+// every Decision field compared. Batches name the same key several times, so each
+// decision must see the state the previous one in the batch left.
+// The script counts whole microseconds; the C++ algorithms do not care about the unit,
 // so they are fed the same microsecond values as if they were nanoseconds.
 #include "store/redis_scripts.h"
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cstdio>
+#include <memory>
 #include <random>
 #include <string>
 #include <vector>
@@ -21,7 +26,7 @@ using testing::RedisProcess;
 using testing::RedisReply;
 
 struct Reference {
-  Algorithm algorithm;
+  Algorithm algorithm = Algorithm::kTokenBucket;
   core::FixedWindowState fixed;
   core::SlidingWindowCounterState sliding;
   core::TokenBucketState token;
@@ -59,7 +64,122 @@ int64_t Micros(Duration d) {
   return d == Decision::kNever ? -1 : std::chrono::nanoseconds(d).count();
 }
 
-class RedisScriptTest : public ::testing::TestWithParam<Algorithm> {
+// The C++ decision (durations in microseconds counted as nanoseconds) as the store
+// sees the script's: durations in real microseconds.
+Decision InMicros(Decision d) {
+  d.reset_after = std::chrono::microseconds(d.reset_after.count());
+  if (d.retry_after != Decision::kNever)
+    d.retry_after = std::chrono::microseconds(d.retry_after.count());
+  return d;
+}
+
+std::string Describe(const Decision& d) {
+  return "{allowed " + std::to_string(d.allowed) + " limit " + std::to_string(d.limit) +
+         " remaining " + std::to_string(d.remaining) + " reset_after_ns " +
+         std::to_string(d.reset_after.count()) + " retry_after_ns " +
+         std::to_string(d.retry_after.count()) + "}";
+}
+
+// One key of a trace: its algorithm and policy (a key keeps both), and the C++ state.
+struct TracedKey {
+  std::string name;
+  Algorithm algorithm = Algorithm::kTokenBucket;
+  uint64_t limit = 0;  // the script's numbers
+  uint64_t burst = 0;
+  int64_t period_us = 0;
+  Limit reference_limit;  // the same, with microseconds as the unit
+  Reference reference;
+};
+
+// A policy within the script's exact range (FitsRedisArithmetic): small and large
+// limits, periods from 1 ms to a day.
+TracedKey RandomKey(std::mt19937_64& random, Algorithm algorithm, std::string name) {
+  const uint64_t limits[] = {0, 1, 2, 3, 5, 10, 100, 1000, 100000};
+  const int64_t periods_us[] = {1000, 250'000, 1'000'000, 60'000'000, 86'400'000'000};
+  TracedKey key;
+  key.name = std::move(name);
+  key.algorithm = algorithm;
+  key.reference.algorithm = algorithm;
+  Limit limit;
+  do {
+    key.limit = limits[random() % std::size(limits)];
+    key.period_us = periods_us[random() % std::size(periods_us)];
+    // Bucket algorithms get a burst of their own: smaller, equal or larger.
+    key.burst = !UsesBurst(algorithm)
+                    ? key.limit
+                    : std::max<uint64_t>(1, key.limit / 2 + random() % (key.limit + 2));
+    limit = Limit{key.limit, std::chrono::microseconds(key.period_us), key.burst};
+  } while (!FitsRedisArithmetic(limit));
+  key.reference_limit = Limit{key.limit, Duration(key.period_us), key.burst};
+  return key;
+}
+
+// A random cost: mostly within the capacity, sometimes past it, sometimes 0 (a query).
+uint64_t RandomCost(std::mt19937_64& random, const TracedKey& key) {
+  const uint64_t capacity = std::max(key.limit, key.burst);
+  return random() % 10 == 0 ? capacity + 1 : random() % (capacity + 1);
+}
+
+// One entry of a batch: which key of the trace, and the request's cost.
+struct Entry {
+  size_t key;
+  uint64_t cost;
+};
+
+// Decides `batch` in one call at `now_us`, and compares every decision with the C++
+// algorithm's on the same key, in order. Returns the number compared (fewer when one
+// differed: the rest of the batch is not checked). The script's decisions go to
+// `decisions` when given.
+int DecideAndCompare(RedisClient& client, const std::string& sha, std::vector<TracedKey>& keys,
+                     const std::vector<Entry>& batch, int64_t now_us, const std::string& where,
+                     std::vector<Decision>* decisions = nullptr) {
+  std::vector<std::string> args = {"EVALSHA", sha, std::to_string(batch.size())};
+  for (const Entry& e : batch) args.push_back(keys[e.key].name);
+  args.push_back(std::to_string(now_us));
+  for (const Entry& e : batch) {
+    const TracedKey& k = keys[e.key];
+    args.push_back(std::to_string(RedisAlgorithmCode(k.algorithm)));
+    args.push_back(std::to_string(k.limit));
+    args.push_back(std::to_string(k.period_us));
+    args.push_back(std::to_string(k.burst));
+    args.push_back(std::to_string(e.cost));
+  }
+  const RedisReply got = client.CommandArgv(args);
+  EXPECT_EQ(got.elements.size(), kRedisReplyPerDecision * batch.size()) << got.ToString();
+  if (got.elements.size() != kRedisReplyPerDecision * batch.size()) return 0;
+  int compared = 0;
+  for (size_t i = 0; i < batch.size(); ++i) {
+    TracedKey& k = keys[batch[i].key];
+    const Decision want = k.reference.Decide(k.reference_limit, now_us, batch[i].cost);
+    const RedisReply* five = &got.elements[kRedisReplyPerDecision * i];
+    long long integers[kRedisReplyPerDecision];
+    for (int j = 0; j < kRedisReplyPerDecision; ++j) {
+      EXPECT_EQ(five[j].type, RedisReply::Type::kInteger) << five[j].ToString();
+      integers[j] = five[j].integer;
+    }
+    const std::string at = where + " entry " + std::to_string(i) + " of " +
+                           std::to_string(batch.size()) + ": key " + k.name + " (" +
+                           std::string(AlgorithmName(k.algorithm)) + ") limit " +
+                           std::to_string(k.limit) + " burst " + std::to_string(k.burst) +
+                           " period_us " + std::to_string(k.period_us) + " cost " +
+                           std::to_string(batch[i].cost) + " now_us " + std::to_string(now_us);
+    const bool same =
+        integers[0] == (want.allowed ? 1 : 0) && static_cast<uint64_t>(integers[1]) == want.limit &&
+        static_cast<uint64_t>(integers[2]) == want.remaining &&
+        integers[3] == Micros(want.reset_after) && integers[4] == Micros(want.retry_after);
+    EXPECT_TRUE(same) << at << "\n  script " << integers[0] << " " << integers[1] << " "
+                      << integers[2] << " " << integers[3] << " " << integers[4] << "\n  C++    "
+                      << Describe(want);
+    const Decision decision = DecisionFromRedisReply(integers);
+    EXPECT_EQ(Describe(decision), Describe(InMicros(want))) << at;
+    if (decisions != nullptr) decisions->push_back(decision);
+    if (!same) return compared;
+    ++compared;
+  }
+  return compared;
+}
+
+class RedisScriptTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
     redis_ = new RedisProcess();
@@ -69,85 +189,214 @@ class RedisScriptTest : public ::testing::TestWithParam<Algorithm> {
     delete redis_;
     redis_ = nullptr;
   }
+  void SetUp() override {
+    client_ = std::make_unique<RedisClient>(redis_->port());
+    ASSERT_TRUE(client_->connected()) << client_->error();
+    const RedisReply loaded = client_->Command("SCRIPT", "LOAD", RedisDecideScript());
+    ASSERT_FALSE(loaded.is_error()) << loaded.ToString();
+    sha_ = loaded.text;
+  }
+
+  // Random traces over 1 to 4 keys whose algorithms `pick` chooses: batches of 1 to 20
+  // entries at one time each, so most batches name a key several times. Times are near
+  // today's clock (about 1.8e15 us) and move by steps from 0 to 2 periods of the trace's
+  // first key (sometimes exactly one), sometimes backwards (which must count as no time
+  // passing). Returns the number of decisions compared.
+  template <typename PickAlgorithm>
+  int RunTraces(uint64_t seed, const std::string& prefix, int traces, int batches,
+                PickAlgorithm pick) {
+    std::mt19937_64 random(seed);
+    int compared = 0;
+    for (int trace = 0; trace < traces; ++trace) {
+      std::vector<TracedKey> keys;
+      const size_t key_count = 1 + random() % 4;
+      for (size_t k = 0; k < key_count; ++k) {
+        keys.push_back(RandomKey(random, pick(random),
+                                 prefix + ":" + std::to_string(trace) + ":" + std::to_string(k)));
+      }
+      const int64_t period_us = keys[0].period_us;
+      int64_t now_us = 1'800'000'000'000'000 + static_cast<int64_t>(random() % 1'000'000'000);
+      for (int b = 0; b < batches; ++b) {
+        const uint64_t r = random() % 100;
+        if (r < 5) {
+          now_us -= static_cast<int64_t>(random() % 1000);
+        } else if (r < 10) {
+          now_us += period_us;  // exactly a period: the edges of windows and logs
+        } else if (r < 60) {
+          now_us += static_cast<int64_t>(random() % std::max<int64_t>(1, period_us / 8));
+        } else if (r < 95) {
+          now_us += static_cast<int64_t>(random() % (2 * period_us + 1));
+        }
+        std::vector<Entry> batch(1 + random() % 20);
+        for (Entry& e : batch) {
+          e.key = random() % keys.size();
+          e.cost = RandomCost(random, keys[e.key]);
+        }
+        const std::string where =
+            prefix + " trace " + std::to_string(trace) + " batch " + std::to_string(b);
+        const int n = DecideAndCompare(*client_, sha_, keys, batch, now_us, where);
+        compared += n;
+        if (n != static_cast<int>(batch.size())) return compared;
+      }
+    }
+    return compared;
+  }
+
   static RedisProcess* redis_;
+  std::unique_ptr<RedisClient> client_;
+  std::string sha_;
 };
 RedisProcess* RedisScriptTest::redis_ = nullptr;
 
-TEST_P(RedisScriptTest, EveryDecisionMatchesTheCppAlgorithm) {
-  const Algorithm algorithm = GetParam();
-  const std::string script(RedisScript(algorithm));
-  RedisClient client(redis_->port());
-  ASSERT_TRUE(client.connected()) << client.error();
-  const RedisReply loaded = client.Command("SCRIPT", "LOAD", script);
-  ASSERT_FALSE(loaded.is_error()) << loaded.ToString();
-  const std::string sha = loaded.text;
+class RedisScriptPerAlgorithmTest : public RedisScriptTest,
+                                    public ::testing::WithParamInterface<Algorithm> {};
 
-  std::mt19937_64 random(static_cast<uint64_t>(algorithm) * 7919 + 1);
-  int compared = 0;
-  for (int trace = 0; trace < 40; ++trace) {
-    // A policy per trace: small and large limits, periods from 1 ms to a day.
-    const uint64_t limits[] = {0, 1, 2, 3, 5, 10, 100, 1000, 100000};
-    const int64_t periods_us[] = {1000, 250'000, 1'000'000, 60'000'000, 86'400'000'000};
-    uint64_t l = 0, b = 0;
-    int64_t period_us = 0;
-    Limit limit;
-    do {  // policies within the scripts' exact range (FitsRedisArithmetic)
-      l = limits[random() % std::size(limits)];
-      period_us = periods_us[random() % std::size(periods_us)];
-      // Bucket algorithms get a burst of their own: smaller, equal or larger.
-      b = !UsesBurst(algorithm) ? l : std::max<uint64_t>(1, l / 2 + random() % (l + 2));
-      limit = Limit{l, std::chrono::microseconds(period_us), b};
-    } while (!FitsRedisArithmetic(limit));
-    limit.period = Duration(period_us);  // microseconds as the unit, for the C++ side
-    Reference reference{algorithm};
-    const std::string key =
-        "t:" + std::to_string(static_cast<int>(algorithm)) + ":" + std::to_string(trace);
-    // Times near today's clock (about 1.8e15 us), moving by steps from 0 to 2 periods,
-    // sometimes backwards (which must count as no time passing).
-    int64_t now_us = 1'800'000'000'000'000 + static_cast<int64_t>(random() % 1'000'000'000);
-    for (int step = 0; step < 150; ++step) {
-      const uint64_t r = random() % 100;
-      if (r < 5) {
-        now_us -= static_cast<int64_t>(random() % 1000);
-      } else if (r < 60) {
-        now_us += static_cast<int64_t>(random() % std::max<int64_t>(1, period_us / 8));
-      } else if (r < 95) {
-        now_us += static_cast<int64_t>(random() % (2 * period_us + 1));
-      }
-      const uint64_t capacity = std::max(l, b);
-      const uint64_t cost = random() % 10 == 0 ? capacity + 1 : random() % (capacity + 1);
-      const Decision want = reference.Decide(limit, now_us, cost);
-      const RedisReply got = client.Command("EVALSHA", sha, 1, key, l, period_us, b, cost, now_us);
-      ASSERT_EQ(got.elements.size(), 5u) << got.ToString();
-      const std::string where = "trace " + std::to_string(trace) + " step " + std::to_string(step) +
-                                " limit " + std::to_string(l) + " period_us " +
-                                std::to_string(period_us) + " cost " + std::to_string(cost) +
-                                " now_us " + std::to_string(now_us);
-      ASSERT_EQ(got.elements[0].integer, want.allowed ? 1 : 0) << where;
-      ASSERT_EQ(static_cast<uint64_t>(got.elements[1].integer), want.limit) << where;
-      ASSERT_EQ(static_cast<uint64_t>(got.elements[2].integer), want.remaining) << where;
-      ASSERT_EQ(got.elements[3].integer, Micros(want.reset_after)) << where;
-      ASSERT_EQ(got.elements[4].integer, Micros(want.retry_after)) << where;
-      ++compared;
-    }
-  }
-  EXPECT_EQ(compared, 40 * 150);
+TEST_P(RedisScriptPerAlgorithmTest, EveryDecisionOfEveryBatchMatchesTheCppAlgorithm) {
+  const Algorithm algorithm = GetParam();
+  const int compared = RunTraces(static_cast<uint64_t>(algorithm) * 7919 + 1,
+                                 "t" + std::to_string(static_cast<int>(algorithm)), 40, 15,
+                                 [&](std::mt19937_64&) { return algorithm; });
+  EXPECT_GT(compared, 40 * 15 * 8);  // about 10.5 decisions a batch
+  // Print the count so a run shows how much was compared.
+  std::printf("%s: %d decisions compared\n", std::string(AlgorithmName(algorithm)).c_str(),
+              compared);
 }
 
-// With the server's clock, a key lives only while its state differs from an empty one.
-TEST_P(RedisScriptTest, RealTimeKeysExpireWhenTheirStateIsWhole) {
-  const std::string script(RedisScript(GetParam()));
-  RedisClient client(redis_->port());
-  const std::string key = "ttl:" + std::to_string(static_cast<int>(GetParam()));
-  const RedisReply got = client.Command("EVAL", script, 1, key, 5, 60'000'000, 5, 1, "");
-  ASSERT_EQ(got.elements.size(), 5u) << got.ToString();
+// With the server's clock, a key lives only while its state differs from an empty one,
+// and a key that ends a batch empty is deleted.
+TEST_P(RedisScriptPerAlgorithmTest, RealTimeKeysExpireWhenTheirStateIsWhole) {
+  const Algorithm algorithm = GetParam();
+  const std::string code = std::to_string(RedisAlgorithmCode(algorithm));
+  const std::string key = "ttl:" + code;
+  // The same key twice in one call: one TTL, that of the state the second left.
+  const RedisReply got = client_->Command("EVALSHA", sha_, 2, key, key, "", code, 5, 60'000'000, 5,
+                                          1, code, 5, 60'000'000, 5, 1);
+  ASSERT_EQ(got.elements.size(), 10u) << got.ToString();
   EXPECT_EQ(got.elements[0].integer, 1);
-  const RedisReply ttl = client.Command("PTTL", key);
+  EXPECT_EQ(got.elements[5].integer, 1);
+  EXPECT_EQ(got.elements[7].integer, 3);  // remaining: the second saw the first's state
+  const RedisReply ttl = client_->Command("PTTL", key);
   EXPECT_GT(ttl.integer, 0);
   EXPECT_LE(ttl.integer, 2 * 60'000 + 2);  // at most two windows (sliding counter)
   // A query (cost 0) on a fresh key leaves nothing behind.
-  client.Command("EVAL", script, 1, key + ":q", 5, 60'000'000, 5, 0, "");
-  EXPECT_EQ(client.Command("EXISTS", key + ":q").integer, 0);
+  client_->Command("EVALSHA", sha_, 1, key + ":q", "", code, 5, 60'000'000, 5, 0);
+  EXPECT_EQ(client_->Command("EXISTS", key + ":q").integer, 0);
+  // A state left at a test time long ago is whole by the server's time: a query
+  // deletes it.
+  client_->Command("EVALSHA", sha_, 1, key + ":old", 1'000'000, code, 5, 60'000'000, 5, 1);
+  ASSERT_EQ(client_->Command("EXISTS", key + ":old").integer, 1);
+  EXPECT_EQ(client_->Command("PTTL", key + ":old").integer, -1);  // test times set no TTL
+  client_->Command("EVALSHA", sha_, 1, key + ":old", "", code, 5, 60'000'000, 5, 0);
+  EXPECT_EQ(client_->Command("EXISTS", key + ":old").integer, 0);
+}
+
+INSTANTIATE_TEST_SUITE_P(Scripts, RedisScriptPerAlgorithmTest,
+                         ::testing::Values(Algorithm::kTokenBucket, Algorithm::kLeakyBucket,
+                                           Algorithm::kFixedWindow,
+                                           Algorithm::kSlidingWindowCounter, Algorithm::kGcra,
+                                           Algorithm::kSlidingWindowLog),
+                         [](const auto& info) { return std::string(AlgorithmName(info.param)); });
+
+// Keys of different algorithms in one call, each decided by its own rules.
+TEST_F(RedisScriptTest, MixedAlgorithmsInOneBatchMatchTheCpp) {
+  const int compared = RunTraces(424242, "mixed", 60, 15, [](std::mt19937_64& random) {
+    return kAllAlgorithms[random() % std::size(kAllAlgorithms)];
+  });
+  EXPECT_GT(compared, 60 * 15 * 8);
+  std::printf("mixed: %d decisions compared\n", compared);
+}
+
+// One call with one key of each algorithm, each named three times, by hand.
+TEST_F(RedisScriptTest, OneBatchOfEveryAlgorithm) {
+  std::vector<TracedKey> keys;
+  for (Algorithm algorithm : kAllAlgorithms) {
+    TracedKey k;
+    k.name = "every:" + std::string(AlgorithmName(algorithm));
+    k.algorithm = algorithm;
+    k.limit = 2;
+    k.burst = 2;
+    k.period_us = 1'000'000;
+    k.reference_limit = Limit{2, Duration(1'000'000), 2};
+    k.reference.algorithm = algorithm;
+    keys.push_back(std::move(k));
+  }
+  std::vector<Entry> batch;
+  for (int round = 0; round < 3; ++round) {  // allowed, allowed, denied
+    for (size_t k = 0; k < keys.size(); ++k) batch.push_back({k, 1});
+  }
+  const int64_t now_us = 1'800'000'000'123'456;
+  std::vector<Decision> decisions;
+  EXPECT_EQ(DecideAndCompare(*client_, sha_, keys, batch, now_us, "every", &decisions), 18);
+  ASSERT_EQ(decisions.size(), 18u);
+  // Under every algorithm, two allowed and the third denied: each entry saw the ones
+  // before it on its key, and none saw another key's.
+  for (size_t i = 0; i < decisions.size(); ++i) {
+    const Algorithm algorithm = keys[batch[i].key].algorithm;
+    EXPECT_EQ(decisions[i].allowed, i < 2 * keys.size()) << AlgorithmName(algorithm) << " " << i;
+    EXPECT_EQ(decisions[i].remaining, i < keys.size() ? 1u : 0u) << AlgorithmName(algorithm);
+  }
+}
+
+// The point of the batch: one MGET for the call and one write per distinct key,
+// whatever the number of decisions.
+TEST_F(RedisScriptTest, EachKeyIsReadOnceAndWrittenOnce) {
+  const std::string code = std::to_string(RedisAlgorithmCode(Algorithm::kTokenBucket));
+  std::vector<std::string> args = {"EVALSHA", sha_, "16"};
+  for (int i = 0; i < 16; ++i) args.push_back("once:" + std::to_string(i % 4));
+  args.push_back("");
+  for (int i = 0; i < 16; ++i) {
+    for (const char* arg : {code.c_str(), "100", "1000000", "100", "1"}) args.push_back(arg);
+  }
+  ASSERT_FALSE(client_->Command("CONFIG", "RESETSTAT").is_error());
+  const RedisReply got = client_->CommandArgv(args);
+  ASSERT_EQ(got.elements.size(), 80u) << got.ToString();
+  EXPECT_EQ(got.elements[75 + 2].integer, 96);  // the fourth on its key: 100 - 4
+  const std::string stats = client_->Command("INFO", "commandstats").text;
+  EXPECT_NE(stats.find("cmdstat_mget:calls=1,"), std::string::npos) << stats;
+  EXPECT_NE(stats.find("cmdstat_set:calls=4,"), std::string::npos) << stats;
+  EXPECT_NE(stats.find("cmdstat_time:calls=1,"), std::string::npos) << stats;
+  EXPECT_EQ(stats.find("cmdstat_get:"), std::string::npos) << stats;
+  EXPECT_EQ(stats.find("cmdstat_pexpire:"), std::string::npos) << stats;
+}
+
+// A key of another type (the per-algorithm scripts kept hashes) reads as no state.
+TEST_F(RedisScriptTest, AKeyOfAnotherTypeCountsAsEmptyAndIsReplaced) {
+  ASSERT_FALSE(client_->Command("HSET", "old:format", "l", 1, "k", 2).is_error());
+  const std::string code = std::to_string(RedisAlgorithmCode(Algorithm::kFixedWindow));
+  const RedisReply got =
+      client_->Command("EVALSHA", sha_, 1, "old:format", 1'000'000, code, 5, 1'000'000, 5, 2);
+  ASSERT_EQ(got.elements.size(), 5u) << got.ToString();
+  EXPECT_EQ(got.elements[0].integer, 1);
+  EXPECT_EQ(got.elements[2].integer, 3);
+  EXPECT_EQ(client_->Command("TYPE", "old:format").text, "string");
+}
+
+// Writes come after every decision, so a bad entry fails the call with no effect.
+TEST_F(RedisScriptTest, AnUnknownAlgorithmFailsTheWholeCall) {
+  const RedisReply got = client_->Command("EVALSHA", sha_, 2, "bad:1", "bad:2", 1'000'000, 2, 5,
+                                          1'000'000, 5, 1, 9, 5, 1'000'000, 5, 1);
+  EXPECT_TRUE(got.IsErrorStartingWith("sluice: unknown algorithm code 9")) << got.ToString();
+  EXPECT_EQ(client_->Command("EXISTS", "bad:1").integer, 0);
+}
+
+TEST_F(RedisScriptTest, AnEmptyBatchAnswersAnEmptyArray) {
+  const RedisReply got = client_->Command("EVALSHA", sha_, 0, "");
+  EXPECT_EQ(got.type, RedisReply::Type::kArray) << got.ToString();
+  EXPECT_TRUE(got.elements.empty());
+}
+
+TEST(RedisReplyTest, DecisionFromTheFiveIntegers) {
+  const long long allowed[] = {1, 10, 7, 1'500'000, 0};
+  const Decision a = DecisionFromRedisReply(allowed);
+  EXPECT_TRUE(a.allowed);
+  EXPECT_EQ(a.limit, 10u);
+  EXPECT_EQ(a.remaining, 7u);
+  EXPECT_EQ(a.reset_after, std::chrono::milliseconds(1500));
+  EXPECT_EQ(a.retry_after, Duration(0));
+  const long long never[] = {0, 0, 0, 0, -1};
+  EXPECT_EQ(DecisionFromRedisReply(never).retry_after, Decision::kNever);
+  const long long denied[] = {0, 5, 0, 2'000, 1'000};
+  EXPECT_EQ(DecisionFromRedisReply(denied).retry_after, std::chrono::milliseconds(1));
 }
 
 TEST(RedisArithmeticTest, PoliciesPastTheExactRangeAreRefused) {
@@ -160,13 +409,6 @@ TEST(RedisArithmeticTest, PoliciesPastTheExactRangeAreRefused) {
   EXPECT_FALSE(FitsRedisArithmetic(Limit{10, nanoseconds(1500), 10}));  // not whole us
   EXPECT_TRUE(FitsRedisArithmetic(Limit{0, hours(24), 0}));
 }
-
-INSTANTIATE_TEST_SUITE_P(Scripts, RedisScriptTest,
-                         ::testing::Values(Algorithm::kTokenBucket, Algorithm::kLeakyBucket,
-                                           Algorithm::kFixedWindow,
-                                           Algorithm::kSlidingWindowCounter, Algorithm::kGcra,
-                                           Algorithm::kSlidingWindowLog),
-                         [](const auto& info) { return std::string(AlgorithmName(info.param)); });
 
 }  // namespace
 }  // namespace sluice::store
