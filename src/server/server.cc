@@ -324,6 +324,7 @@ class Worker final : public http::RequestHandler, public gate::EvaluationListene
     if (config.backend != config::StoreConfig::Backend::kRedis) return nullptr;
     store::RedisStore::Options options;
     options.nodes = config.redis.nodes;
+    options.cluster = config.redis.mode == config::RedisConfig::Mode::kCluster;
     options.connect_timeout = config.redis.connect_timeout;
     options.command_timeout = config.redis.command_timeout;
     switch (config.on_failure) {
@@ -709,10 +710,6 @@ std::string Server::Start() {
   }
   if (!config.tls.cert_file.empty())
     return "tls: TLS termination is not implemented in this version";
-  if (config.store.backend == config::StoreConfig::Backend::kRedis &&
-      config.store.redis.mode == config::RedisConfig::Mode::kCluster) {
-    return "store.redis.mode: cluster is not implemented in this version; use ring";
-  }
   if (config.grpc_listen) {
     fmt::print(stderr,
                "sluice: warning: grpc_listen is not implemented in this version; ignored\n");

@@ -3,9 +3,11 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <array>
 #include <charconv>
 #include <chrono>
 #include <cstdio>
+#include <optional>
 
 #include "core/check.h"
 #include "store/key_hash.h"
@@ -30,7 +32,46 @@ void AppendNumber(std::string& out, uint64_t value) {
   out.append(digits, static_cast<size_t>(end - digits));
 }
 
+// CRC16-CCITT (XMODEM: polynomial 0x1021, initial 0), as Redis Cluster hashes keys.
+constexpr std::array<uint16_t, 256> MakeCrc16Table() {
+  std::array<uint16_t, 256> table{};
+  for (int i = 0; i < 256; ++i) {
+    uint16_t crc = static_cast<uint16_t>(i << 8);
+    for (int bit = 0; bit < 8; ++bit)
+      crc = static_cast<uint16_t>((crc & 0x8000) ? (crc << 1) ^ 0x1021 : crc << 1);
+    table[static_cast<size_t>(i)] = crc;
+  }
+  return table;
+}
+constexpr std::array<uint16_t, 256> kCrc16Table = MakeCrc16Table();
+
+uint16_t Crc16(std::string_view data) {
+  uint16_t crc = 0;
+  for (const char c : data)
+    crc = static_cast<uint16_t>((crc << 8) ^
+                                kCrc16Table[((crc >> 8) ^ static_cast<unsigned char>(c)) & 0xff]);
+  return crc;
+}
+
+// "MOVED 3999 127.0.0.1:6381" / "ASK 3999 127.0.0.1:6381": the target node.
+std::optional<net::Endpoint> RedirectTarget(std::string_view error) {
+  const size_t last_space = error.rfind(' ');
+  if (last_space == std::string_view::npos) return std::nullopt;
+  return net::Endpoint::Parse(error.substr(last_space + 1));
+}
+
 }  // namespace
+
+int RedisStore::KeyHashSlot(std::string_view key) {
+  // Only the hash tag counts when the key has a non-empty one: "{...}".
+  const size_t open = key.find('{');
+  if (open != std::string_view::npos) {
+    const size_t close = key.find('}', open + 1);
+    if (close != std::string_view::npos && close > open + 1)
+      key = key.substr(open + 1, close - open - 1);
+  }
+  return Crc16(key) & (kSlots - 1);
+}
 
 // The decisions one script call carries, in order, with what is needed to answer
 // them: by the reply, or by the policy when there is none.
@@ -46,12 +87,16 @@ struct RedisStore::Batch {
     uint32_t redis_key_length = 0;
   };
   size_t node = 0;
+  int slot = -1;  // cluster mode
+  int redirects = 0;
   std::vector<Entry> entries;
   std::string store_keys;
   std::string redis_keys;
   std::string args;  // ARGV[1] and five numbers per entry, back to back
   std::vector<uint32_t> arg_ends;
   Timestamp sent{};
+  Timestamp deadline{};
+  bool ever_sent = false;
   bool answered = false;  // by the policy, after a timeout: a late reply is dropped
 
   void Clear() {
@@ -61,6 +106,9 @@ struct RedisStore::Batch {
     args.clear();
     arg_ends.clear();
     answered = false;
+    ever_sent = false;
+    slot = -1;
+    redirects = 0;
   }
   std::string_view StoreKey(const Entry& e) const {
     return {store_keys.data() + e.store_key_offset, e.store_key_length};
@@ -77,7 +125,7 @@ struct RedisStore::Batch {
 
 // What is expected back on a node's connection, in the order it was sent.
 struct RedisStore::InFlight {
-  enum class Kind { kScriptLoad, kBatch };
+  enum class Kind { kScriptLoad, kBatch, kClusterSlots, kAsking };
   Kind kind;
   RedisStore::Batch* batch = nullptr;  // kBatch
   Timestamp deadline{};
@@ -136,6 +184,10 @@ RedisStore::RedisStore(net::EventLoop& loop, Options options, metrics::Registry*
       ring_(NodeNames(options_.nodes)),
       random_state_(RandomSeed() | 1) {
   SLUICE_CHECK(!options_.nodes.empty());
+  if (options_.cluster) {
+    slot_owner_.assign(kSlots, -1);
+    slot_batches_.assign(kSlots, nullptr);
+  }
   SLUICE_CHECK(options_.on_failure != OnFailure::kLocal || options_.local != nullptr);
   for (size_t i = 0; i < options_.nodes.size(); ++i) {
     nodes_.push_back(std::make_unique<Node>(*this, i, options_.nodes[i]));
@@ -145,9 +197,21 @@ RedisStore::RedisStore(net::EventLoop& loop, Options options, metrics::Registry*
     node.connection.Connect(options_.connect_timeout);
   }
   loop_.AddTurnHook([this] { Flush(); });
+  // Cluster mode: the slot map is asked for when a node first answers, after MOVED,
+  // when a node goes down, and every two seconds besides (failovers not seen here).
+  if (options_.cluster) RefreshTick();
+}
+
+void RedisStore::RefreshTick() {
+  refresh_timer_ = loop_.RunAt(loop_.now() + std::chrono::seconds(2), [this] {
+    refresh_timer_ = net::EventLoop::kNoTimer;
+    RefreshSlots();
+    RefreshTick();
+  });
 }
 
 RedisStore::~RedisStore() {
+  if (refresh_timer_ != net::EventLoop::kNoTimer) loop_.Cancel(refresh_timer_);
   for (auto& node : nodes_) {
     if (node->retry_timer != net::EventLoop::kNoTimer) loop_.Cancel(node->retry_timer);
     if (node->timeout_timer != net::EventLoop::kNoTimer) loop_.Cancel(node->timeout_timer);
@@ -156,6 +220,8 @@ RedisStore::~RedisStore() {
 }
 
 bool RedisStore::node_up(size_t node) const { return nodes_[node]->up; }
+
+const std::string& RedisStore::node_name(size_t node) const { return nodes_[node]->name; }
 
 void RedisStore::RedisKey(std::string_view store_key, std::string& out) {
   static constexpr char kHex[] = "0123456789abcdef";
@@ -200,21 +266,36 @@ void RedisStore::Recycle(Batch* batch) { free_batches_.push_back(batch); }
 void RedisStore::Decide(const StoreRequest& request, Timestamp now, Completion& done) {
   if (DenyCached(request, now, done)) return;
   RedisKey(request.key, key_scratch_);
-  // The ring places the hash tag's content, so every instance agrees.
+  // Ring: the ring places the hash tag's content, so every instance agrees. Cluster:
+  // the slot of the tag, and a batch per slot.
   const std::string_view tag(key_scratch_.data() + 8, key_scratch_.size() - 9);
-  Node& node = *nodes_[ring_.NodeFor(tag)];
-  if (!node.up) {
+  int slot = -1;
+  Node* node;
+  if (options_.cluster) {
+    slot = KeyHashSlot(key_scratch_);
+    const int owner = slot_owner_[static_cast<size_t>(slot)];
+    node = owner >= 0 ? nodes_[static_cast<size_t>(owner)].get() : nullptr;
+  } else {
+    node = nodes_[ring_.NodeFor(tag)].get();
+  }
+  if (node == nullptr || !node->up) {
     if (metrics_ != nullptr)
       metrics_->store_results[static_cast<size_t>(metrics::StoreResult::kUnavailable)].Add();
     ++stats_.by_policy;
     DecideByPolicy(request, now, done);
     return;
   }
-  if (node.filling == nullptr) {
-    node.filling = NewBatch(node.index);
-    to_flush_.push_back(&node);
+  Batch*& filling = options_.cluster ? slot_batches_[static_cast<size_t>(slot)] : node->filling;
+  if (filling == nullptr) {
+    filling = NewBatch(node->index);
+    filling->slot = slot;
+    if (options_.cluster) {
+      touched_slots_.push_back(slot);
+    } else {
+      to_flush_.push_back(node);
+    }
   }
-  Batch& batch = *node.filling;
+  Batch& batch = *filling;
   Batch::Entry& entry = batch.entries.emplace_back();
   entry.done = &done;
   entry.algorithm = request.algorithm;
@@ -227,30 +308,51 @@ void RedisStore::Decide(const StoreRequest& request, Timestamp now, Completion& 
   entry.redis_key_length = static_cast<uint32_t>(key_scratch_.size());
   batch.redis_keys.append(key_scratch_);
   if (batch.entries.size() >= options_.max_batch) {
-    node.filling = nullptr;
-    Send(node, batch);
+    filling = nullptr;
+    Send(*node, batch);
   }
 }
 
 void RedisStore::Flush() {
+  for (const int slot : touched_slots_) {
+    Batch*& batch = slot_batches_[static_cast<size_t>(slot)];
+    if (batch == nullptr) continue;
+    Batch* b = batch;
+    batch = nullptr;
+    Send(*nodes_[b->node], *b);
+  }
+  touched_slots_.clear();
   for (Node* node : to_flush_) {
     if (node->filling != nullptr) {
       Batch* batch = node->filling;
       node->filling = nullptr;
       Send(*node, *batch);
     }
-    node->connection.Flush();
   }
+  for (Node* node : to_flush_) node->connection.Flush();
   to_flush_.clear();
 }
 
+// Queues the batch's script call on `node`; the write happens in Flush. A batch sent
+// again (NOSCRIPT, MOVED, ASK) keeps its first deadline.
 void RedisStore::Send(Node& node, Batch& batch) {
   if (!node.up) {  // went down since the batch was started
+    if (metrics_ != nullptr)
+      metrics_->store_results[static_cast<size_t>(metrics::StoreResult::kUnavailable)].Add(
+          batch.entries.size());
     AnswerByPolicy(batch);
     Recycle(&batch);
     return;
   }
+  batch.node = node.index;
+  if (!batch.ever_sent) {
+    batch.ever_sent = true;
+    batch.sent = loop_.now();
+    batch.deadline = batch.sent + options_.command_timeout;
+  }
   // EVALSHA sha n key... "" (algorithm limit period_us burst cost)...
+  batch.args.clear();
+  batch.arg_ends.clear();
   const size_t n = batch.entries.size();
   for (const Batch::Entry& e : batch.entries) {
     AppendNumber(batch.args, static_cast<uint64_t>(RedisAlgorithmCode(e.algorithm)));
@@ -286,10 +388,99 @@ void RedisStore::Send(Node& node, Batch& batch) {
     start = end;
   }
   node.connection.Append(static_cast<int>(argv_.size()), argv_.data(), lengths_.data());
-  batch.sent = loop_.now();
-  node.in_flight.push_back({InFlight::Kind::kBatch, &batch, batch.sent + options_.command_timeout});
+  node.in_flight.push_back({InFlight::Kind::kBatch, &batch, batch.deadline});
   ++stats_.calls;
+  to_flush_.push_back(&node);
   ArmTimeout(node);
+}
+
+RedisStore::Node& RedisStore::NodeAt(const net::Endpoint& endpoint) {
+  const std::string name = endpoint.ToString();
+  for (auto& node : nodes_) {
+    if (node->name == name) return *node;
+  }
+  nodes_.push_back(std::make_unique<Node>(*this, nodes_.size(), endpoint));
+  Node& node = *nodes_.back();
+  if (registry_ != nullptr) node.metric_slot = registry_->NodeSlot(node.name);
+  SetUp(node, false);
+  node.connection.Connect(options_.connect_timeout);
+  return node;
+}
+
+void RedisStore::RefreshSlots() {
+  // One request at a time; one unanswered for a second is given up on.
+  if (!options_.cluster) return;
+  if (refresh_pending_ && loop_.now() - refresh_sent_ < std::chrono::seconds(1)) return;
+  refresh_pending_ = false;
+  for (auto& node : nodes_) {
+    if (!node->up) continue;
+    const char* argv[] = {"CLUSTER", "SLOTS"};
+    const size_t lengths[] = {7, 5};
+    node->connection.Append(2, argv, lengths);
+    node->in_flight.push_back(
+        {InFlight::Kind::kClusterSlots, nullptr, loop_.now() + options_.command_timeout});
+    to_flush_.push_back(node.get());
+    refresh_pending_ = true;
+    refresh_sent_ = loop_.now();
+    return;
+  }
+}
+
+// CLUSTER SLOTS: [[start, end, [ip, port, id...], replicas...], ...]. An empty ip
+// means the node that answered.
+void RedisStore::OnSlotsReply(Node& from, const RedisReply& reply) {
+  refresh_pending_ = false;
+  if (reply.type() != RedisReply::Type::kArray) return;
+  ++stats_.slot_refreshes;
+  for (size_t i = 0; i < reply.size(); ++i) {
+    const RedisReply::Node range = reply.element(RedisReply::kRoot, i);
+    if (reply.type(range) != RedisReply::Type::kArray || reply.size(range) < 3) continue;
+    const long long first = reply.integer(reply.element(range, 0));
+    const long long last = reply.integer(reply.element(range, 1));
+    const RedisReply::Node primary = reply.element(range, 2);
+    if (reply.type(primary) != RedisReply::Type::kArray || reply.size(primary) < 2) continue;
+    const std::string_view host = reply.text(reply.element(primary, 0));
+    const long long port = reply.integer(reply.element(primary, 1));
+    std::optional<net::Endpoint> endpoint;
+    if (host.empty()) {
+      endpoint = from.connection.endpoint();
+      endpoint->port = static_cast<uint16_t>(port);
+    } else {
+      endpoint = net::Endpoint::Parse(fmt::format("{}:{}", host, port));
+    }
+    if (!endpoint || first < 0 || last >= kSlots || first > last) continue;
+    const int owner = static_cast<int>(NodeAt(*endpoint).index);
+    for (long long slot = first; slot <= last; ++slot)
+      slot_owner_[static_cast<size_t>(slot)] = owner;
+  }
+}
+
+// MOVED: the slot has a new owner; ASK: this one key set is being imported by
+// another node, which answers it after ASKING. Either way the batch goes there, with
+// the time it has left.
+bool RedisStore::FollowRedirect(Node& node, Batch& batch, const RedisReply& reply) {
+  const bool moved = reply.text().starts_with("MOVED ");
+  const bool ask = reply.text().starts_with("ASK ");
+  if (!options_.cluster || (!moved && !ask)) return false;
+  const std::optional<net::Endpoint> target = RedirectTarget(reply.text());
+  if (!target || ++batch.redirects > 3) return false;
+  Node& to = NodeAt(*target);
+  if (moved) {
+    ++stats_.moved;
+    if (batch.slot >= 0) slot_owner_[static_cast<size_t>(batch.slot)] = static_cast<int>(to.index);
+    RefreshSlots();
+  } else {
+    ++stats_.asked;
+  }
+  if (!to.up) return false;
+  if (ask) {
+    const char* argv[] = {"ASKING"};
+    const size_t lengths[] = {6};
+    to.connection.Append(1, argv, lengths);
+    to.in_flight.push_back({InFlight::Kind::kAsking, nullptr, batch.deadline});
+  }
+  Send(to, batch);
+  return true;
 }
 
 void RedisStore::Node::OnReply(const RedisReply& reply) {
@@ -308,10 +499,16 @@ void RedisStore::Node::OnReply(const RedisReply& reply) {
       if (!up && ever_up) fmt::print(stderr, "sluice: redis {}: up again\n", name);
       ever_up = true;
       store.SetUp(*this, true);
+      store.RefreshSlots();
       return;
     case InFlight::Kind::kBatch:
       store.OnBatchReply(*this, *expected.batch, reply);
       return;
+    case InFlight::Kind::kClusterSlots:
+      store.OnSlotsReply(*this, reply);
+      return;
+    case InFlight::Kind::kAsking:
+      return;  // +OK; the batch that follows is what counts
   }
 }
 
@@ -346,15 +543,10 @@ void RedisStore::OnBatchReply(Node& node, Batch& batch, const RedisReply& reply)
   // over): load it again and send the batch once more, if there is time left.
   if (reply.is_error() && reply.text().starts_with("NOSCRIPT") && !late) {
     node.OnConnected();  // queues SCRIPT LOAD; it is answered before the resent batch
-    batch.args.clear();
-    batch.arg_ends.clear();
-    const Timestamp sent = batch.sent;
     Send(node, batch);
-    batch.sent = sent;
-    node.in_flight.back().deadline = sent + options_.command_timeout;
-    node.connection.Flush();
     return;
   }
+  if (reply.is_error() && !late && FollowRedirect(node, batch, reply)) return;
   if (!late) {
     if (metrics_ != nullptr)
       metrics_->store_results[static_cast<size_t>(metrics::StoreResult::kError)].Add(n);
@@ -391,6 +583,7 @@ void RedisStore::Node::OnDisconnected(std::string_view why) {
   }
   lost_.clear();
   store.Reconnect(*this);
+  store.RefreshSlots();  // cluster: a replica may be taking over
 }
 
 void RedisStore::ArmTimeout(Node& node) {
@@ -398,6 +591,8 @@ void RedisStore::ArmTimeout(Node& node) {
   // Answered batches stay in line for their replies; the deadline that matters is
   // the first one still waiting.
   for (const InFlight& f : node.in_flight) {
+    // CLUSTER SLOTS and ASKING have no deadline of their own: a batch behind them does.
+    if (f.kind == InFlight::Kind::kClusterSlots || f.kind == InFlight::Kind::kAsking) continue;
     if (f.kind == InFlight::Kind::kBatch && f.batch->answered) continue;
     Node* n = &node;
     node.timeout_timer = loop_.RunAt(f.deadline, [this, n] { OnTimeoutTimer(*n); });
@@ -418,7 +613,7 @@ void RedisStore::OnTimeoutTimer(Node& node) {
       probe_timed_out = true;
       continue;
     }
-    if (f.batch->answered) continue;
+    if (f.kind != InFlight::Kind::kBatch || f.batch->answered) continue;
     f.batch->answered = true;
     timed_out_.push_back(f.batch);
   }

@@ -49,7 +49,10 @@ enum class OnFailure { kAllow, kDeny, kLocal };
 class RedisStore final : public Store {
  public:
   struct Options {
-    std::vector<net::Endpoint> nodes;  // ring mode: the primaries
+    // Ring mode: the primaries. Cluster mode: seed nodes, from which the slot map
+    // (CLUSTER SLOTS) is learnt; the primaries it names are connected to as well.
+    std::vector<net::Endpoint> nodes;
+    bool cluster = false;
     Duration connect_timeout = std::chrono::milliseconds(200);
     Duration command_timeout = std::chrono::milliseconds(20);
     OnFailure on_failure = OnFailure::kAllow;
@@ -78,15 +81,24 @@ class RedisStore final : public Store {
   // For tests and /readyz: whether the node's breaker is closed.
   bool node_up(size_t node) const;
   size_t node_count() const { return nodes_.size(); }
+  const std::string& node_name(size_t node) const;
   // The Redis key of a store key: "sluice:{<rule>:<client in hex>}".
   static void RedisKey(std::string_view store_key, std::string& out);
+  // Redis Cluster's hash slot of a key: CRC16 (XMODEM) of its hash tag, mod 16384.
+  static int KeyHashSlot(std::string_view key);
+  static constexpr int kSlots = 16384;
+  // Cluster mode: the node index serving `slot` as last learnt, or -1.
+  int slot_owner(int slot) const { return slot_owner_[static_cast<size_t>(slot)]; }
 
   struct Stats {
-    uint64_t calls = 0;        // script calls sent
-    uint64_t decided = 0;      // decisions answered by Redis
-    uint64_t deny_cached = 0;  // refused by the deny cache
-    uint64_t by_policy = 0;    // decided by on_failure
-    uint64_t timeouts = 0;     // commands that timed out
+    uint64_t calls = 0;           // script calls sent
+    uint64_t decided = 0;         // decisions answered by Redis
+    uint64_t deny_cached = 0;     // refused by the deny cache
+    uint64_t by_policy = 0;       // decided by on_failure
+    uint64_t timeouts = 0;        // commands that timed out
+    uint64_t moved = 0;           // cluster: MOVED redirections followed
+    uint64_t asked = 0;           // cluster: ASK redirections followed
+    uint64_t slot_refreshes = 0;  // cluster: slot maps received
   };
   const Stats& stats() const { return stats_; }
 
@@ -105,6 +117,12 @@ class RedisStore final : public Store {
   Batch* NewBatch(size_t node);
   void Recycle(Batch* batch);
   void Send(Node& node, Batch& batch);
+  void Enqueue(Node& node, Batch& batch);
+  Node& NodeAt(const net::Endpoint& endpoint);
+  void RefreshSlots();
+  void RefreshTick();
+  void OnSlotsReply(Node& from, const RedisReply& reply);
+  bool FollowRedirect(Node& node, Batch& batch, const RedisReply& reply);
   void OnBatchReply(Node& node, Batch& batch, const RedisReply& reply);
   void DecideByPolicy(const StoreRequest& request, Timestamp now, Completion& done);
   void AnswerByPolicy(Batch& batch);
@@ -133,6 +151,15 @@ class RedisStore final : public Store {
   std::vector<const char*> argv_;  // scratch for Send
   std::vector<size_t> lengths_;
   std::vector<Batch*> timed_out_;  // scratch for OnTimeoutTimer
+  // Cluster mode: the owner of each slot (node index, -1 unknown), this turn's batch
+  // of each slot (a script call may only touch keys of one slot), and the slots with
+  // a batch.
+  std::vector<int> slot_owner_;
+  std::vector<Batch*> slot_batches_;
+  std::vector<int> touched_slots_;
+  bool refresh_pending_ = false;
+  Timestamp refresh_sent_{};
+  net::EventLoop::TimerId refresh_timer_ = net::EventLoop::kNoTimer;
   uint64_t random_state_;
   Stats stats_;
 };

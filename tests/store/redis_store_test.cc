@@ -20,6 +20,7 @@ namespace {
 
 using namespace std::chrono_literals;
 using sluice::testing::RedisClient;
+using sluice::testing::RedisCluster;
 using sluice::testing::RedisProcess;
 
 // An event loop on its own thread; the test hands it work and waits for the result.
@@ -249,6 +250,131 @@ TEST_F(RedisStoreTest, RingPlacesEachKeyOnItsNode) {
   }
   EXPECT_GT(on_first, 120);
   EXPECT_LT(on_first, 280);
+}
+
+// --- Cluster mode: a real 3-primary Redis Cluster --------------------------------------
+
+class RedisClusterStoreTest : public ::testing::Test {
+ protected:
+  void SetUp() override { ASSERT_TRUE(cluster_.Start()) << cluster_.error(); }
+  void TearDown() override {
+    if (store_) loop_.Call([&] { store_.reset(); });
+  }
+  // Seeded with one node only: the others are learnt from CLUSTER SLOTS.
+  void MakeStore() {
+    RedisStore::Options options;
+    options.cluster = true;
+    options.nodes = {*net::Endpoint::Parse(cluster_.Addresses()[0])};
+    options.on_failure = OnFailure::kDeny;
+    options.command_timeout = 500ms;  // slot moves make a 2-core machine busy
+    loop_.Call(
+        [&] { store_ = std::make_unique<RedisStore>(loop_.loop(), options, nullptr, nullptr); });
+    ASSERT_TRUE(loop_.WaitFor([&] {
+      for (int slot = 0; slot < RedisStore::kSlots; ++slot) {
+        const int owner = store_->slot_owner(slot);
+        if (owner < 0 || !store_->node_up(static_cast<size_t>(owner))) return false;
+      }
+      return true;
+    })) << "the slot map was not learnt";
+  }
+  void DecideAll(const std::vector<StoreRequest>& requests, std::vector<Answer>& answers) {
+    answers.assign(requests.size(), Answer());
+    loop_.Call([&] {
+      for (size_t i = 0; i < requests.size(); ++i)
+        store_->Decide(requests[i], loop_.loop().now(), answers[i]);
+    });
+    ASSERT_TRUE(loop_.WaitFor([&] {
+      for (const Answer& a : answers)
+        if (!a.done) return false;
+      return true;
+    }));
+  }
+  RedisStore::Stats Stats() {
+    return loop_.Call([&] { return store_->stats(); });
+  }
+
+  RedisCluster cluster_;
+  LoopThread loop_;
+  std::unique_ptr<RedisStore> store_;
+};
+
+TEST_F(RedisClusterStoreTest, LearnsTheSlotMapAndRoutesEachKeyToItsSlotsPrimary) {
+  MakeStore();
+  EXPECT_EQ(loop_.Call([&] { return store_->node_count(); }), 3u);
+  std::vector<std::string> keys;
+  std::vector<StoreRequest> requests;
+  for (int i = 0; i < 300; ++i) keys.push_back(StoreKey("slots", i));
+  for (const std::string& k : keys) requests.push_back(Request(k, Algorithm::kTokenBucket, 10, 1h));
+  std::vector<Answer> answers;
+  DecideAll(requests, answers);
+  for (const Answer& a : answers) EXPECT_TRUE(a.decision.allowed);
+  const RedisStore::Stats stats = Stats();
+  EXPECT_EQ(stats.by_policy, 0u);
+  EXPECT_EQ(stats.moved, 0u);
+  EXPECT_EQ(stats.decided, 300u);
+  for (const std::string& k : keys) {
+    std::string redis_key;
+    RedisStore::RedisKey(k, redis_key);
+    const int slot = RedisStore::KeyHashSlot(redis_key);
+    EXPECT_EQ(slot, sluice::testing::KeyHashSlot(redis_key));
+    const std::optional<size_t> owner = cluster_.PrimaryForSlot(slot);
+    ASSERT_TRUE(owner);
+    RedisClient client(cluster_.node(*owner).port());
+    EXPECT_EQ(client.Command("EXISTS", redis_key).integer, 1) << redis_key;
+  }
+}
+
+// One key's slot moves to another primary while its client keeps asking: the store
+// follows ASK during the move and MOVED after it, Redis decides every request, and
+// the limit stays exact across the move (the state moves with the key).
+TEST_F(RedisClusterStoreTest, SlotMigrationWhileRequestsFlowKeepsTheLimitExact) {
+  MakeStore();
+  const std::string key = StoreKey("moving", 42);
+  std::string redis_key;
+  RedisStore::RedisKey(key, redis_key);
+  const int slot = RedisStore::KeyHashSlot(redis_key);
+  const size_t from = *cluster_.PrimaryForSlot(slot);
+  const size_t to = (from + 1) % 3;
+  constexpr int kLimit = 30;
+  const StoreRequest request = Request(key, Algorithm::kFixedWindow, kLimit, 1h);
+
+  std::atomic<bool> stop{false};
+  std::atomic<int> allowed{0}, refused{0};
+  std::thread client([&] {
+    while (!stop.load()) {
+      std::vector<Answer> answers;
+      DecideAll({request, request}, answers);
+      for (const Answer& a : answers) (a.decision.allowed ? allowed : refused)++;
+      std::this_thread::sleep_for(2ms);
+    }
+  });
+  const auto wait_some = [&](int n) {
+    const int target = allowed.load() + refused.load() + n;
+    return loop_.WaitFor([&] { return allowed.load() + refused.load() >= target; });
+  };
+  ASSERT_TRUE(wait_some(10));
+  ASSERT_TRUE(cluster_.BeginSlotMigration(slot, from, to)) << cluster_.error();
+  ASSERT_TRUE(wait_some(10));
+  ASSERT_TRUE(cluster_.MigrateSlotKeys(slot, from, to)) << cluster_.error();
+  ASSERT_TRUE(wait_some(10));  // ASK: the key is on `to` now, the slot not yet
+  ASSERT_TRUE(cluster_.FinishSlotMigration(slot, from, to)) << cluster_.error();
+  ASSERT_TRUE(wait_some(20));  // MOVED, then straight to `to`
+  stop = true;
+  client.join();
+
+  const RedisStore::Stats stats = Stats();
+  EXPECT_EQ(stats.by_policy, 0u) << "every request should have been decided by Redis";
+  EXPECT_GE(stats.asked, 1u);
+  EXPECT_GE(stats.moved, 1u);
+  const std::string owner = loop_.Call([&] {
+    const int index = store_->slot_owner(slot);
+    return index < 0 ? std::string() : store_->node_name(static_cast<size_t>(index));
+  });
+  EXPECT_EQ(owner, cluster_.node(to).address());
+  EXPECT_EQ(allowed.load(), std::min(kLimit, allowed.load() + refused.load()));
+  EXPECT_GT(refused.load(), 0);
+  RedisClient target(cluster_.node(to).port());
+  EXPECT_EQ(target.Command("EXISTS", redis_key).integer, 1);
 }
 
 struct PolicyCase {
