@@ -5,7 +5,7 @@ BUILD_DIR ?= build
 BUILD_TYPE ?= RelWithDebInfo
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 
-.PHONY: all deps configure build test run bench bench-http fuzz format clean
+.PHONY: all deps configure build test run bench bench-http bench-redis fuzz format clean
 
 all: build
 
@@ -38,6 +38,12 @@ bench: build
 # (installs nginx, haproxy and wrk when missing).
 bench-http: build
 	bench/http_peers.sh
+
+# sluice's Redis store against a one-key EVALSHA token bucket (redis-benchmark -P 16)
+# and against the memory store, on a redis-server of its own (installs wrk,
+# redis-server and redis-tools when missing).
+bench-redis: build
+	bench/redis_store.sh
 
 fuzz:
 	scripts/fuzz.sh $(FUZZ_SECONDS)
