@@ -22,23 +22,28 @@
 #                     token_bucket.lua (HMGET/HSET/PEXPIRE, TIME) with EVALSHA on one
 #                     random key out of KEYSPACE per call (-r), same rule
 #                     (capacity PASS_LIMIT, PASS_LIMIT per PASS_PERIOD).
-# sluice runs with one worker on SERVER_CPU (0); wrk -t1 -cCONNECTIONS, redis-benchmark
-# and redis-server on CLIENT_CPU (1) (REDIS_CPU to move Redis). Figures: requests/s,
-# p50/p99 (wrk), sluice's CPU per request (utime+stime from /proc/PID/stat over the
-# wrk run), Redis's CPU per request / decision / call (used_cpu_user+used_cpu_sys of
-# INFO cpu over the run: µs resolution), EVALSHA calls (INFO commandstats) per
-# request, and decisions per EVALSHA (sluice_store_operations_total{result="ok"} over
-# calls).
+# Placement (2 cores): sluice, one worker, alone on SERVER_CPU (0); wrk -t1
+# -cCONNECTIONS, redis-benchmark and redis-server on CLIENT_CPU (1). REDIS_CPU=0 puts
+# Redis on sluice's core instead: sluice then waits while Redis runs, its requests pile
+# up, and its batches grow (about 21 decisions a call instead of 4).
+# Figures: requests/s and p50/p99 (wrk); sluice's CPU per request (utime+stime from
+# /proc/PID/stat over the wrk run); Redis's CPU per request, decision or call
+# (used_cpu_user+used_cpu_sys of INFO cpu over the run, µs resolution, networking and
+# expiry included) and the part inside scripts (EVALSHA's usec in INFO commandstats,
+# then the commands the scripts called); EVALSHA calls per request; decisions per
+# EVALSHA (sluice_store_operations_total{result="ok"} over the calls).
 #   bench/redis_store.sh                        3 rounds of 10 s (about 4.5 minutes)
 #   DURATION=3s ROUNDS=1 bench/redis_store.sh   smoke run
-#   CASES="redis:pass peer" bench/redis_store.sh
-# Other knobs: CONNECTIONS (50), DEPTH (1: requests pipelined per connection in the
-# pass case; more makes sluice's batches larger), KEYSPACE (1000000), PASS_LIMIT (1000000), PASS_PERIOD
-# (1s; s, m or h), PEER_CLIENTS (50), PEER_PIPELINE
-# (16), SERVER_CPU (0), CLIENT_CPU (1), REDIS_CPU (CLIENT_CPU), BUILD_DIR (build),
-# BUSY_CHECK=0 (no check for other load on the machine), PROFILE=1 (perf record -e cpu-clock on redis-server for 5 s during the first
-# redis:pass run, and the top symbols at the end; that run is marked), KEEP=1 keeps the
-# work directory (configs, logs, INFO and /metrics snapshots, raw wrk output).
+#   CASES="redis:pass peer" REDIS_CPU=0 bench/redis_store.sh
+# Other knobs: CONNECTIONS (50); DEPTH (1): requests pipelined per wrk connection in
+# the pass case, which makes sluice's batches larger (wrk reports no latency then);
+# KEYSPACE (1000000); PASS_LIMIT (1000000) and PASS_PERIOD (1s; s, m or h) of the
+# pass case and the peer; PEER_CLIENTS (50); PEER_PIPELINE (16); SERVER_CPU (0);
+# CLIENT_CPU (1); REDIS_CPU (CLIENT_CPU); BUILD_DIR (build); BUSY_CHECK=0 skips the
+# check for other load on the machine; PROFILE=1 runs perf record -e cpu-clock on
+# redis-server for 5 s of the first redis:pass run and prints the top DSOs and symbols
+# (that run is marked); KEEP=1 keeps the work directory (configs, logs, INFO and
+# /metrics snapshots, raw client output).
 # Exit status 1 when a sanity check failed (wrong status codes, socket errors, store
 # errors, more passes than the limit allows): the tables are still printed, with the
 # failed measurement marked.
@@ -76,6 +81,7 @@ missing=()
 command -v python3 >/dev/null || missing+=(python3)
 command -v curl >/dev/null || missing+=(curl)
 command -v taskset >/dev/null || missing+=(util-linux)
+command -v ps >/dev/null || missing+=(procps)
 command -v wrk >/dev/null || missing+=(wrk)
 command -v redis-server >/dev/null || missing+=(redis-server)
 { command -v redis-cli >/dev/null && command -v redis-benchmark >/dev/null; } || missing+=(redis-tools)
@@ -480,6 +486,8 @@ def tables(work, rounds):
     def rate(x):
         return f"{x:,.0f}" if x >= 10 else f"{x:.1f}"
     def lat(us):
+        if us <= 0:
+            return "n/a"  # wrk measures no latency with a pipeline (DEPTH > 1)
         return f"{us / 1000:.2f} ms" if us >= 1000 else f"{us:.0f} µs"
     failed = any(r["check"] != "ok" for r in rs)
 
