@@ -35,11 +35,8 @@ export PATH="$PATH:/usr/sbin:/sbin"
 
 # ---- what is needed ---------------------------------------------------------------
 sudo=""; [ "$(id -u)" -ne 0 ] && sudo=sudo
-apt_install() {
-  $sudo apt-get install -y --no-install-recommends "$@" >/dev/null 2>&1 || {
-    $sudo apt-get update >/dev/null && $sudo apt-get install -y --no-install-recommends "$@" >/dev/null
-  }
-}
+# apt_install, duration_s, free_port, wait_port, fill
+source "$ROOT/bench/lib.sh"
 missing=()
 command -v python3 >/dev/null || missing+=(python3)
 command -v curl >/dev/null || missing+=(curl)
@@ -63,10 +60,6 @@ if [ "$(nproc)" -lt 2 ] && [ "$SERVER_CPU" != "$CLIENT_CPU" ]; then
 fi
 
 CLK_TCK=$(getconf CLK_TCK)
-duration_s() {  # wrk's duration syntax: 10, 10s, 2m, 1h
-  local d=$1 n=${1%[smh]}
-  case "$d" in *h) echo $((n * 3600)) ;; *m) echo $((n * 60)) ;; *) echo "$n" ;; esac
-}
 RUN_SECONDS=$(duration_s "$DURATION")
 
 # ---- work directory, and stopping everything we start -----------------------------
@@ -88,21 +81,6 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-free_port() {
-  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-
-# Wait until something accepts connections on the port (connect only, no request, so
-# the limiter's counters are untouched).
-wait_port() {
-  local port=$1 pid=$2
-  for _ in $(seq 100); do
-    kill -0 "$pid" 2>/dev/null || return 1
-    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then return 0; fi
-    sleep 0.1
-  done
-  return 1
-}
 
 cpu_ticks() {  # utime+stime (fields 14 and 15 of /proc/PID/stat) summed over PIDs
   # Drop "PID (comm) " first (comm may hold spaces): then state is $1, utime $12.
@@ -118,12 +96,6 @@ user_ticks() {  # utime alone: how much of the CPU time is the server's own code
     awk '{ sub(/^.*\) /, ""); s += $12 } END { print s + 0 }'
 }
 
-fill() {  # fill TEMPLATE OUT KEY=VALUE...: replace @KEY@ by VALUE
-  local in=$1 out=$2 kv; shift 2
-  local script=()
-  for kv in "$@"; do script+=(-e "s|@${kv%%=*}@|${kv#*=}|g"); done
-  sed "${script[@]}" "$in" >"$out"
-}
 
 # start SERVER CASE: sets PORT, MAIN_PID (what is stopped) and MEASURED (PIDs whose
 # CPU time is counted: nginx's master and worker, the process of the others).

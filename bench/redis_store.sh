@@ -72,11 +72,8 @@ export PATH="$PATH:/usr/sbin:/sbin"
 
 # ---- what is needed ---------------------------------------------------------------
 sudo=""; [ "$(id -u)" -ne 0 ] && sudo=sudo
-apt_install() {
-  $sudo apt-get install -y --no-install-recommends "$@" >/dev/null 2>&1 || {
-    $sudo apt-get update >/dev/null && $sudo apt-get install -y --no-install-recommends "$@" >/dev/null
-  }
-}
+# apt_install, duration_s, free_port, wait_port, fill
+source "$ROOT/bench/lib.sh"
 missing=()
 command -v python3 >/dev/null || missing+=(python3)
 command -v curl >/dev/null || missing+=(curl)
@@ -98,10 +95,6 @@ if [ "$(nproc)" -lt 2 ] && [ "$SERVER_CPU" != "$CLIENT_CPU" ]; then
 fi
 
 CLK_TCK=$(getconf CLK_TCK)
-duration_s() {  # wrk's duration syntax: 10, 10s, 2m, 1h
-  local d=$1 n=${1%[smh]}
-  case "$d" in *h) echo $((n * 3600)) ;; *m) echo $((n * 60)) ;; *) echo "$n" ;; esac
-}
 RUN_SECONDS=$(duration_s "$DURATION")
 PASS_RATE=$(python3 -c "print(repr($PASS_LIMIT / $(duration_s "$PASS_PERIOD")))")  # per second, for the peer
 
@@ -130,32 +123,12 @@ trap 'exit 130' INT TERM
 SLUICE="$WORK/sluice"
 cp "$SLUICE_BUILT" "$SLUICE"
 
-free_port() {
-  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-
-# Wait until something accepts connections on the port (connect only, no request).
-wait_port() {
-  local port=$1 pid=$2
-  for _ in $(seq 100); do
-    kill -0 "$pid" 2>/dev/null || return 1
-    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then return 0; fi
-    sleep 0.1
-  done
-  return 1
-}
 
 proc_ticks() {  # "utime stime" of PID (fields 14 and 15 of /proc/PID/stat), 0 0 if gone
   { cat "/proc/$1/stat" 2>/dev/null || true; } |
     awk '{ sub(/^.*\) /, ""); u = $12; s = $13 } END { print u + 0, s + 0 }'
 }
 
-fill() {  # fill TEMPLATE OUT KEY=VALUE...: replace @KEY@ by VALUE
-  local in=$1 out=$2 kv; shift 2
-  local script=()
-  for kv in "$@"; do script+=(-e "s|@${kv%%=*}@|${kv#*=}|g"); done
-  sed "${script[@]}" "$in" >"$out"
-}
 
 stop_pid() {
   local pid=$1

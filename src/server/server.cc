@@ -431,6 +431,9 @@ class Worker final : public http::RequestHandler, public gate::EvaluationListene
         }
         break;
       }
+      case gate::Verdict::kPending:  // answered only once the store has
+        SLUICE_CHECK(false && "answering a request the store has not decided");
+        break;
       case gate::Verdict::kAllow:
       case gate::Verdict::kHold:
         gate::AppendRateLimitHeaders(evaluation, legacy_headers_, response_headers_);

@@ -152,7 +152,7 @@ struct RedisStore::Node final : RedisConnection::Handler {
 
   void OnConnected() override {
     // The probe: nothing else is sent until the script is loaded.
-    const std::string_view script = RedisScriptText();
+    const std::string_view script = RedisDecideScript();
     const char* argv[] = {"SCRIPT", "LOAD", script.data()};
     const size_t lengths[] = {6, 4, script.size()};
     connection.Append(3, argv, lengths);
@@ -163,7 +163,6 @@ struct RedisStore::Node final : RedisConnection::Handler {
   }
   void OnReply(const RedisReply& reply) override;
   void OnDisconnected(std::string_view why) override;
-  static std::string_view RedisScriptText() { return RedisDecideScript(); }
 };
 
 struct RedisStore::DenyEntry {
@@ -241,6 +240,10 @@ void RedisStore::RedisKey(std::string_view store_key, std::string& out) {
   out += '}';
 }
 
+void RedisStore::Count(metrics::StoreResult result, uint64_t decisions) {
+  if (metrics_ != nullptr) metrics_->store_results[static_cast<size_t>(result)].Add(decisions);
+}
+
 void RedisStore::SetUp(Node& node, bool up) {
   node.up = up;
   if (metrics_ != nullptr)
@@ -279,8 +282,7 @@ void RedisStore::Decide(const StoreRequest& request, Timestamp now, Completion& 
     node = nodes_[ring_.NodeFor(tag)].get();
   }
   if (node == nullptr || !node->up) {
-    if (metrics_ != nullptr)
-      metrics_->store_results[static_cast<size_t>(metrics::StoreResult::kUnavailable)].Add();
+    Count(metrics::StoreResult::kUnavailable);
     ++stats_.by_policy;
     DecideByPolicy(request, now, done);
     return;
@@ -337,9 +339,7 @@ void RedisStore::Flush() {
 // again (NOSCRIPT, MOVED, ASK) keeps its first deadline.
 void RedisStore::Send(Node& node, Batch& batch) {
   if (!node.up) {  // went down since the batch was started
-    if (metrics_ != nullptr)
-      metrics_->store_results[static_cast<size_t>(metrics::StoreResult::kUnavailable)].Add(
-          batch.entries.size());
+    Count(metrics::StoreResult::kUnavailable, batch.entries.size());
     AnswerByPolicy(batch);
     Recycle(&batch);
     return;
@@ -521,6 +521,8 @@ void RedisStore::OnBatchReply(Node& node, Batch& batch, const RedisReply& reply)
       reply.size() == n * static_cast<size_t>(kRedisReplyPerDecision)) {
     node.failures = 0;
     if (!late) {
+      stats_.decided += n;
+      Count(metrics::StoreResult::kOk, n);
       long long values[kRedisReplyPerDecision];
       for (size_t i = 0; i < n; ++i) {
         for (int v = 0; v < kRedisReplyPerDecision; ++v)
@@ -530,9 +532,6 @@ void RedisStore::OnBatchReply(Node& node, Batch& batch, const RedisReply& reply)
         const Batch::Entry& e = batch.entries[i];
         if (!decision.allowed)
           RememberDenial(batch.StoreKey(e), batch.RequestOf(e), decision, batch.sent);
-        ++stats_.decided;
-        if (metrics_ != nullptr)
-          metrics_->store_results[static_cast<size_t>(metrics::StoreResult::kOk)].Add();
         e.done->OnDecision(decision);
       }
     }
@@ -548,8 +547,7 @@ void RedisStore::OnBatchReply(Node& node, Batch& batch, const RedisReply& reply)
   }
   if (reply.is_error() && !late && FollowRedirect(node, batch, reply)) return;
   if (!late) {
-    if (metrics_ != nullptr)
-      metrics_->store_results[static_cast<size_t>(metrics::StoreResult::kError)].Add(n);
+    Count(metrics::StoreResult::kError, n);
     AnswerByPolicy(batch);
     RecordFailure(node, reply.is_error() ? reply.text() : "unexpected reply");
   }
@@ -574,9 +572,7 @@ void RedisStore::Node::OnDisconnected(std::string_view why) {
   in_flight.clear();
   for (Batch* batch : lost_) {
     if (!batch->answered) {
-      if (store.metrics_ != nullptr)
-        store.metrics_->store_results[static_cast<size_t>(metrics::StoreResult::kError)].Add(
-            batch->entries.size());
+      store.Count(metrics::StoreResult::kError, batch->entries.size());
       store.AnswerByPolicy(*batch);
     }
     store.Recycle(batch);
@@ -619,9 +615,7 @@ void RedisStore::OnTimeoutTimer(Node& node) {
   }
   for (Batch* batch : timed_out_) {
     ++stats_.timeouts;
-    if (metrics_ != nullptr)
-      metrics_->store_results[static_cast<size_t>(metrics::StoreResult::kTimeout)].Add(
-          batch->entries.size());
+    Count(metrics::StoreResult::kTimeout, batch->entries.size());
     AnswerByPolicy(*batch);
   }
   const bool any_timed_out = !timed_out_.empty();
@@ -721,8 +715,7 @@ bool RedisStore::DenyCached(const StoreRequest& request, Timestamp now, Completi
   decision.retry_after = entry.until - now;
   decision.reset_after = std::max(entry.reset_at - now, decision.retry_after);
   ++stats_.deny_cached;
-  if (metrics_ != nullptr)
-    metrics_->store_results[static_cast<size_t>(metrics::StoreResult::kDenyCached)].Add();
+  Count(metrics::StoreResult::kDenyCached);
   done.OnDecision(decision);
   return true;
 }

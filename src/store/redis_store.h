@@ -135,6 +135,8 @@ class RedisStore final : public Store {
   void OpenBreaker(Node& node, std::string_view why);
   void Reconnect(Node& node);
   void SetUp(Node& node, bool up);
+  // Adds `decisions` to sluice_store_operations_total{result}.
+  void Count(metrics::StoreResult result, uint64_t decisions = 1);
 
   net::EventLoop& loop_;
   Options options_;
