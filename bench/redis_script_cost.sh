@@ -10,7 +10,8 @@
 # over the measured run, networking included, per decision. The server is stopped on
 # exit, whatever happens.
 #
-# Usage: bench/redis_script_cost.sh [decisions per measurement, default 96000]
+# Usage: [SIZES="16 1"] [CODES="0 1 2 3 4 5"] bench/redis_script_cost.sh [decisions per
+# measurement, default 96000]; SIZES are the decisions per call, CODES the algorithms.
 # Needs redis-server, redis-cli, redis-benchmark and python3 (to find a free port).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -43,8 +44,8 @@ cpu_seconds() {
 echo "redis $(redis-server --version | sed 's/.*v=\([^ ]*\).*/\1/'), $decisions decisions a measurement"
 printf '%-24s %4s %8s %12s %14s %14s\n' algorithm n calls us/call us/decision "all CPU/dec"
 names=(token_bucket leaky_bucket fixed_window sliding_window_log sliding_window_counter gcra)
-for code in 0 1 2 3 4 5; do
-  for n in 16 1; do
+for code in ${CODES:-0 1 2 3 4 5}; do
+  for n in ${SIZES:-16 1}; do
     keys=() args=()
     for ((i = 0; i < n; ++i)); do
       keys+=("b:$code:__rand_int__")

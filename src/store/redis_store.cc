@@ -94,8 +94,8 @@ struct RedisStore::Batch {
   std::string redis_keys;
   std::string args;  // ARGV[1] and five numbers per entry, back to back
   std::vector<uint32_t> arg_ends;
-  Timestamp sent{};
-  Timestamp deadline{};
+  Timestamp sent{};      // first sent: Redis decides no earlier
+  Timestamp deadline{};  // its first decision's arrival plus command_timeout
   bool ever_sent = false;
   bool answered = false;  // by the policy, after a timeout: a late reply is dropped
 
@@ -109,6 +109,20 @@ struct RedisStore::Batch {
     ever_sent = false;
     slot = -1;
     redirects = 0;
+  }
+  // Takes over `other`'s decisions, after its own: batches queued behind a call
+  // become one call.
+  void Absorb(const Batch& other) {
+    const auto store_base = static_cast<uint32_t>(store_keys.size());
+    const auto redis_base = static_cast<uint32_t>(redis_keys.size());
+    for (Entry e : other.entries) {
+      e.store_key_offset += store_base;
+      e.redis_key_offset += redis_base;
+      entries.push_back(e);
+    }
+    store_keys.append(other.store_keys);
+    redis_keys.append(other.redis_keys);
+    deadline = std::min(deadline, other.deadline);
   }
   std::string_view StoreKey(const Entry& e) const {
     return {store_keys.data() + e.store_key_offset, e.store_key_length};
@@ -144,7 +158,13 @@ struct RedisStore::Node final : RedisConnection::Handler {
   net::EventLoop::TimerId retry_timer = net::EventLoop::kNoTimer;
   net::EventLoop::TimerId timeout_timer = net::EventLoop::kNoTimer;
   std::deque<InFlight> in_flight;
-  Batch* filling = nullptr;   // this turn's batch
+  // Ring mode: the batch filling this turn. Sealed at the turn's end into `queued`,
+  // which is sent when no batch of this node is waiting for its reply: while one is,
+  // the next one grows, so the busier the node the larger its script calls.
+  Batch* filling = nullptr;
+  std::vector<Batch*> queued;
+  int outstanding = 0;        // script calls sent and not replied to (timed out or not)
+  bool dirty = false;         // in store.dirty_: something to seal, send or write
   std::vector<Batch*> lost_;  // scratch for OnDisconnected
 
   Node(RedisStore& s, size_t i, const net::Endpoint& endpoint)
@@ -291,10 +311,11 @@ void RedisStore::Decide(const StoreRequest& request, Timestamp now, Completion& 
   if (filling == nullptr) {
     filling = NewBatch(node->index);
     filling->slot = slot;
+    filling->deadline = loop_.now() + options_.command_timeout;
     if (options_.cluster) {
       touched_slots_.push_back(slot);
     } else {
-      to_flush_.push_back(node);
+      MarkDirty(*node);
     }
   }
   Batch& batch = *filling;
@@ -311,28 +332,90 @@ void RedisStore::Decide(const StoreRequest& request, Timestamp now, Completion& 
   batch.redis_keys.append(key_scratch_);
   if (batch.entries.size() >= options_.max_batch) {
     filling = nullptr;
-    Send(*node, batch);
+    Queue(*node, batch);
   }
 }
 
+void RedisStore::MarkDirty(Node& node) {
+  if (node.dirty) return;
+  node.dirty = true;
+  dirty_.push_back(&node);
+}
+
+void RedisStore::Queue(Node& node, Batch& batch) {
+  node.queued.push_back(&batch);
+  MarkDirty(node);
+  // While a call is outstanding the queued batch waits; its own deadline holds.
+  ArmTimeout(node);
+}
+
 void RedisStore::Flush() {
-  for (const int slot : touched_slots_) {
-    Batch*& batch = slot_batches_[static_cast<size_t>(slot)];
-    if (batch == nullptr) continue;
-    Batch* b = batch;
-    batch = nullptr;
-    Send(*nodes_[b->node], *b);
+  // Answering a decision here (from the deny cache, or by the policy for a node that
+  // went down) can start new ones, the next pipelined request of a connection, so
+  // this repeats until nothing new is left to seal or send.
+  while (!dirty_.empty() || !touched_slots_.empty()) {
+    for (const int slot : touched_slots_) {
+      Batch*& batch = slot_batches_[static_cast<size_t>(slot)];
+      if (batch == nullptr) continue;
+      Batch* b = batch;
+      batch = nullptr;
+      Queue(*nodes_[b->node], *b);
+    }
+    touched_slots_.clear();
+    flushing_.swap(dirty_);
+    for (Node* node : flushing_) {
+      node->dirty = false;
+      if (node->filling != nullptr) {
+        node->queued.push_back(node->filling);
+        node->filling = nullptr;
+        ArmTimeout(*node);
+      }
+    }
+    for (Node* node : flushing_) {
+      if (node->outstanding == 0 && !node->queued.empty()) SendQueued(*node);
+      if (node->connection.connected() && node->connection.unsent_bytes() > 0)
+        node->connection.Flush();
+    }
+    flushing_.clear();
   }
-  touched_slots_.clear();
-  for (Node* node : to_flush_) {
-    if (node->filling != nullptr) {
-      Batch* batch = node->filling;
-      node->filling = nullptr;
-      Send(*node, *batch);
+}
+
+// Sends every queued batch of the node, less the decisions that the deny cache now
+// answers: a key refused by the reply just received is not asked about again.
+void RedisStore::SendQueued(Node& node) {
+  sending_.swap(node.queued);
+  // Batches that queued up behind the last call (one per loop turn) go as few calls
+  // as max_batch allows; in cluster mode only batches of one slot can be one call.
+  size_t into = 0;
+  for (size_t i = 1; i < sending_.size(); ++i) {
+    Batch* target = sending_[into];
+    Batch* next = sending_[i];
+    if (next->slot == target->slot &&
+        target->entries.size() + next->entries.size() <= options_.max_batch) {
+      target->Absorb(*next);
+      Recycle(next);
+    } else {
+      sending_[++into] = next;
     }
   }
-  for (Node* node : to_flush_) node->connection.Flush();
-  to_flush_.clear();
+  if (!sending_.empty()) sending_.resize(into + 1);
+  const Timestamp now = loop_.now();
+  for (Batch* batch : sending_) {
+    auto& entries = batch->entries;
+    size_t kept = 0;
+    for (size_t i = 0; i < entries.size(); ++i) {
+      if (!deny_cache_.empty() && DenyCached(batch->RequestOf(entries[i]), now, *entries[i].done))
+        continue;
+      entries[kept++] = entries[i];
+    }
+    entries.resize(kept);
+    if (entries.empty()) {
+      Recycle(batch);
+    } else {
+      Send(node, *batch);
+    }
+  }
+  sending_.clear();
 }
 
 // Queues the batch's script call on `node`; the write happens in Flush. A batch sent
@@ -348,7 +431,6 @@ void RedisStore::Send(Node& node, Batch& batch) {
   if (!batch.ever_sent) {
     batch.ever_sent = true;
     batch.sent = loop_.now();
-    batch.deadline = batch.sent + options_.command_timeout;
   }
   // EVALSHA sha n key... "" (algorithm limit period_us burst cost)...
   batch.args.clear();
@@ -389,8 +471,10 @@ void RedisStore::Send(Node& node, Batch& batch) {
   }
   node.connection.Append(static_cast<int>(argv_.size()), argv_.data(), lengths_.data());
   node.in_flight.push_back({InFlight::Kind::kBatch, &batch, batch.deadline});
+  ++node.outstanding;
   ++stats_.calls;
-  to_flush_.push_back(&node);
+  stats_.largest_call = std::max<uint64_t>(stats_.largest_call, n);
+  MarkDirty(node);
   ArmTimeout(node);
 }
 
@@ -419,7 +503,7 @@ void RedisStore::RefreshSlots() {
     node->connection.Append(2, argv, lengths);
     node->in_flight.push_back(
         {InFlight::Kind::kClusterSlots, nullptr, loop_.now() + options_.command_timeout});
-    to_flush_.push_back(node.get());
+    MarkDirty(*node);
     refresh_pending_ = true;
     refresh_sent_ = loop_.now();
     return;
@@ -502,6 +586,9 @@ void RedisStore::Node::OnReply(const RedisReply& reply) {
       store.RefreshSlots();
       return;
     case InFlight::Kind::kBatch:
+      // The next batch may go now; Flush sends it at the end of this turn, after the
+      // reply's denials are in the deny cache.
+      if (--outstanding == 0 && !queued.empty()) store.MarkDirty(*this);
       store.OnBatchReply(*this, *expected.batch, reply);
       return;
     case InFlight::Kind::kClusterSlots:
@@ -570,6 +657,9 @@ void RedisStore::Node::OnDisconnected(std::string_view why) {
     if (f.kind == InFlight::Kind::kBatch) lost_.push_back(f.batch);
   }
   in_flight.clear();
+  // Queued batches are answered by the policy when Flush finds the node down.
+  outstanding = 0;
+  if (!queued.empty()) store.MarkDirty(*this);
   for (Batch* batch : lost_) {
     if (!batch->answered) {
       store.Count(metrics::StoreResult::kError, batch->entries.size());
@@ -585,15 +675,22 @@ void RedisStore::Node::OnDisconnected(std::string_view why) {
 void RedisStore::ArmTimeout(Node& node) {
   if (node.timeout_timer != net::EventLoop::kNoTimer) return;
   // Answered batches stay in line for their replies; the deadline that matters is
-  // the first one still waiting.
+  // the first one still waiting, sent or queued (a queued batch was started after
+  // every sent one, but a resent batch keeps its first deadline).
+  std::optional<Timestamp> first;
   for (const InFlight& f : node.in_flight) {
     // CLUSTER SLOTS and ASKING have no deadline of their own: a batch behind them does.
     if (f.kind == InFlight::Kind::kClusterSlots || f.kind == InFlight::Kind::kAsking) continue;
     if (f.kind == InFlight::Kind::kBatch && f.batch->answered) continue;
-    Node* n = &node;
-    node.timeout_timer = loop_.RunAt(f.deadline, [this, n] { OnTimeoutTimer(*n); });
-    return;
+    first = f.deadline;
+    break;
   }
+  for (const Batch* batch : node.queued) {
+    if (!first || batch->deadline < *first) first = batch->deadline;
+  }
+  if (!first) return;
+  Node* n = &node;
+  node.timeout_timer = loop_.RunAt(*first, [this, n] { OnTimeoutTimer(*n); });
 }
 
 void RedisStore::OnTimeoutTimer(Node& node) {
@@ -613,10 +710,21 @@ void RedisStore::OnTimeoutTimer(Node& node) {
     f.batch->answered = true;
     timed_out_.push_back(f.batch);
   }
-  for (Batch* batch : timed_out_) {
+  // Queued batches that waited their whole time behind an unanswered call are not
+  // sent at all; they are recycled here, having no reply to wait for.
+  size_t unsent = 0;
+  std::erase_if(node.queued, [&](Batch* batch) {
+    if (batch->deadline > now) return false;
+    timed_out_.push_back(batch);
+    ++unsent;
+    return true;
+  });
+  for (size_t i = 0; i < timed_out_.size(); ++i) {
+    Batch* batch = timed_out_[i];
     ++stats_.timeouts;
     Count(metrics::StoreResult::kTimeout, batch->entries.size());
     AnswerByPolicy(*batch);
+    if (i >= timed_out_.size() - unsent) Recycle(batch);
   }
   const bool any_timed_out = !timed_out_.empty();
   timed_out_.clear();

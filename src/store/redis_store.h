@@ -99,6 +99,7 @@ class RedisStore final : public Store {
     uint64_t moved = 0;           // cluster: MOVED redirections followed
     uint64_t asked = 0;           // cluster: ASK redirections followed
     uint64_t slot_refreshes = 0;  // cluster: slot maps received
+    uint64_t largest_call = 0;    // decisions in the largest script call sent
   };
   const Stats& stats() const { return stats_; }
 
@@ -117,7 +118,9 @@ class RedisStore final : public Store {
   Batch* NewBatch(size_t node);
   void Recycle(Batch* batch);
   void Send(Node& node, Batch& batch);
-  void Enqueue(Node& node, Batch& batch);
+  void MarkDirty(Node& node);
+  void Queue(Node& node, Batch& batch);
+  void SendQueued(Node& node);
   Node& NodeAt(const net::Endpoint& endpoint);
   void RefreshSlots();
   void RefreshTick();
@@ -144,7 +147,9 @@ class RedisStore final : public Store {
   metrics::WorkerMetrics* metrics_;
   HashRing ring_;
   std::vector<std::unique_ptr<Node>> nodes_;
-  std::vector<Node*> to_flush_;                  // nodes with a batch filling this turn
+  std::vector<Node*> dirty_;                     // nodes with something to seal, send or write
+  std::vector<Node*> flushing_;                  // scratch for Flush
+  std::vector<Batch*> sending_;                  // scratch for SendQueued
   std::vector<std::unique_ptr<Batch>> batches_;  // every batch made, for ownership
   std::vector<Batch*> free_batches_;
   std::unordered_map<std::string, DenyEntry, StringHash, std::equal_to<>> deny_cache_;

@@ -208,6 +208,77 @@ TEST_F(RedisStoreTest, DenyCacheAnswersAtOnceUntilTheRetryTime) {
   EXPECT_EQ(Stats().calls, calls + 1);
 }
 
+// While a node's call is outstanding, the decisions of later loop turns wait and go
+// together as one call when its reply is in.
+TEST_F(RedisStoreTest, DecisionsWaitingBehindACallGoAsOneCall) {
+  RedisStore::Options options;
+  options.command_timeout = 5s;  // the node is frozen on purpose for a moment
+  MakeStore(options);
+  ASSERT_TRUE(WaitUp());
+  ASSERT_TRUE(redis_.Pause());
+  std::vector<Answer> first(1), second(10), third(10);
+  loop_.Call([&] {
+    store_->Decide(Request(StoreKey("wait", 0), Algorithm::kTokenBucket, 100, 1s),
+                   loop_.loop().now(), first[0]);
+  });
+  for (auto* answers : {&second, &third}) {
+    const int base = answers == &second ? 1 : 11;
+    loop_.Call([&] {  // one loop turn each
+      for (int i = 0; i < 10; ++i)
+        store_->Decide(Request(StoreKey("wait", base + i), Algorithm::kTokenBucket, 100, 1s),
+                       loop_.loop().now(), (*answers)[static_cast<size_t>(i)]);
+    });
+  }
+  EXPECT_EQ(Stats().calls, 1u);  // the first; the rest wait for its reply
+  ASSERT_TRUE(redis_.Resume());
+  ASSERT_TRUE(loop_.WaitFor([&] {
+    for (const auto* answers : {&first, &second, &third})
+      for (const Answer& a : *answers)
+        if (!a.done) return false;
+    return true;
+  }));
+  for (const auto* answers : {&first, &second, &third})
+    for (const Answer& a : *answers) EXPECT_TRUE(a.decision.allowed);
+  EXPECT_EQ(Stats().calls, 2u);
+  EXPECT_EQ(Stats().largest_call, 20u);
+  EXPECT_EQ(Stats().decided, 21u);
+}
+
+// A flood on one key: the requests that queued behind the call that refused the key
+// are answered from the deny cache when its reply comes, without asking again.
+TEST_F(RedisStoreTest, RequestsQueuedBehindARefusalAreAnsweredByTheDenyCache) {
+  RedisStore::Options options;
+  options.command_timeout = 5s;
+  MakeStore(options);
+  ASSERT_TRUE(WaitUp());
+  const std::string key = StoreKey("flood", 1);
+  ASSERT_TRUE(redis_.Pause());
+  std::vector<Answer> sent(5), queued(10);
+  loop_.Call([&] {
+    for (Answer& a : sent)
+      store_->Decide(Request(key, Algorithm::kFixedWindow, 3, 1min), loop_.loop().now(), a);
+  });
+  loop_.Call([&] {
+    for (Answer& a : queued)
+      store_->Decide(Request(key, Algorithm::kFixedWindow, 3, 1min), loop_.loop().now(), a);
+  });
+  ASSERT_TRUE(redis_.Resume());
+  ASSERT_TRUE(loop_.WaitFor([&] {
+    for (const auto* answers : {&sent, &queued})
+      for (const Answer& a : *answers)
+        if (!a.done) return false;
+    return true;
+  }));
+  for (size_t i = 0; i < sent.size(); ++i) EXPECT_EQ(sent[i].decision.allowed, i < 3) << i;
+  for (const Answer& a : queued) {
+    EXPECT_FALSE(a.decision.allowed);
+    EXPECT_GT(a.decision.retry_after, 0ns);
+  }
+  EXPECT_EQ(Stats().calls, 1u);
+  EXPECT_EQ(Stats().decided, 5u);
+  EXPECT_EQ(Stats().deny_cached, 10u);
+}
+
 TEST_F(RedisStoreTest, LoadsTheScriptAgainAfterScriptFlush) {
   MakeStore({});
   ASSERT_TRUE(WaitUp());
