@@ -3,7 +3,7 @@
 # calls of 16 decisions on distinct keys and for one-decision calls, per algorithm.
 #
 # Starts its own redis-server on a free 127.0.0.1 port (no persistence), loads the
-# script straight from the source, drives EVALSHA with redis-benchmark (random keys
+# script straight from the source, drives EVALSHA with redis-cli --pipe (random keys
 # from a keyspace of 4096 per algorithm, the server's clock, cost 1 under 100 per
 # second), and reads INFO commandstats: usec_per_call of EVALSHA is the time inside the
 # script, its redis.call included. "all CPU" is the server's whole CPU time (INFO cpu)
@@ -12,7 +12,7 @@
 #
 # Usage: [SIZES="16 1"] [CODES="0 1 2 3 4 5"] bench/redis_script_cost.sh [decisions per
 # measurement, default 96000]; SIZES are the decisions per call, CODES the algorithms.
-# Needs redis-server, redis-cli, redis-benchmark and python3 (to find a free port).
+# Needs redis-server, redis-cli and python3 (a free port, the calls).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -46,15 +46,25 @@ printf '%-24s %4s %8s %12s %14s %14s\n' algorithm n calls us/call us/decision "a
 names=(token_bucket leaky_bucket fixed_window sliding_window_log sliding_window_counter gcra)
 for code in ${CODES:-0 1 2 3 4 5}; do
   for n in ${SIZES:-16 1}; do
-    keys=() args=()
-    for ((i = 0; i < n; ++i)); do
-      keys+=("b:$code:__rand_int__")
-      args+=("$code" 100 1000000 100 1)
-    done
     calls=$((decisions / n))
+    # Calls of n decisions on random keys, as RESP, sent with redis-cli --pipe: a
+    # decision's argument is binary (src/store/redis_scripts.h), which
+    # redis-benchmark's command line cannot carry.
     run() {
-      redis-benchmark -h 127.0.0.1 -p "$port" -n "$1" -c 4 -P 8 -r "$keyspace" -q \
-        EVALSHA "$sha" "$n" "${keys[@]}" "" "${args[@]}" >/dev/null
+      python3 - "$sha" "$n" "$1" "$code" "$keyspace" <<'PY' >"$dir/calls.resp"
+import random, struct, sys
+sha, n, calls, code, keyspace = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+arg = struct.pack('<Bqqqq', code, 100, 1000000, 100, 1)
+def bulk(b): return b'$%d\r\n%s\r\n' % (len(b), b)
+head = b'*%d\r\n' % (4 + 2 * n) + bulk(b'EVALSHA') + bulk(sha.encode()) + bulk(str(n).encode())
+tail = bulk(b'') + bulk(arg) * n
+out = sys.stdout.buffer
+rand = random.Random(1)
+for _ in range(calls):
+    out.write(head + b''.join(bulk(b'b:%d:%d' % (code, rand.randrange(keyspace))) for _ in range(n)) + tail)
+PY
+      cli --pipe <"$dir/calls.resp" >"$dir/pipe.out" 2>&1
+      grep -q "errors: 0," "$dir/pipe.out" || { cat "$dir/pipe.out" >&2; exit 1; }
     }
     run $((keyspace * 4 / n))  # every key has a state
     cli CONFIG RESETSTAT >/dev/null

@@ -7,20 +7,27 @@
 namespace sluice::store {
 namespace {
 
-// What a call costs, measured (docs/architecture.md, "Redis batch script"): Redis makes
-// a Lua string of every key and argument, and a SET with PX is the dearest step of a
-// decision, so the rest is kept small. The body runs on every EVALSHA: it defines one
+// What a call costs, measured (docs/architecture.md, "Redis batch script"): every
+// redis.call is dear (about 0.75 µs for a GET here, 1.65 µs for a SET with PX), Redis
+// makes a Lua string of every key and argument, and a new TTL is the dearest part of a
+// write, so the rest is kept small. The body runs on every EVALSHA: it defines one
 // function (idiv), caches the library functions in locals, reads every key with one
-// MGET, and writes each distinct key once at the end (SET with PX, or DEL): n decisions
-// on distinct keys make n + 1 redis.call, n + 2 with the server's TIME. The algorithms
-// run inline in one loop on locals, with no table or closure per decision. States are
-// little-endian 64-bit integers (struct.pack): reading one costs about a seventh of
-// parsing decimal text, writing about half of formatting it. The log's fixed-size runs
-// let a decision keep its live runs as one substring instead of re-encoding them.
+// MGET, and writes each distinct key once at the end (SET, or DEL): n decisions on
+// distinct keys make n + 1 redis.call, n + 2 with the server's TIME. A decision's
+// policy and cost come as one binary argument, unpacked only when it differs from the
+// previous decision's (Lua interns strings, so that is a pointer comparison). The
+// algorithms run inline in one loop on locals, with no table or closure per decision.
+// States are little-endian 64-bit integers (struct.pack): reading one costs about a
+// seventh of parsing decimal text, writing about half of formatting it. Each state
+// starts with the time its key expires (ms), so a write that does not need a longer
+// TTL keeps the key's (SET KEEPTTL) instead of setting a new one (SET PX): a new TTL
+// reaches twice the state's useful life, so a key in use gets one about once per
+// useful life instead of at every decision. The log's fixed-size runs let a decision
+// keep its live runs as one substring instead of re-encoding them.
 constexpr std::string_view kDecideScript = R"lua(
 local keys, argv = KEYS, ARGV
-local tonumber, fmt, pack, sunpack, sub =
-  tonumber, string.format, struct.pack, struct.unpack, string.sub
+local tonumber, fmt, pack, sunpack, sub, call =
+  tonumber, string.format, struct.pack, struct.unpack, string.sub, redis.call
 local n = #keys
 if n == 0 then return {} end
 local test_now = argv[1] ~= ''
@@ -28,9 +35,10 @@ local now
 if test_now then
   now = tonumber(argv[1])
 else
-  local t = redis.call('TIME')
+  local t = call('TIME')
   now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 end
+local now_ms = (now - now % 1000) / 1000
 -- floor(a / b) for integers 0 <= a, 0 < b below 2^53. The double quotient is correctly
 -- rounded; for a below 2^53 its floor is already exact (a quotient q - f rounds up to
 -- q only when f < q * 2^-53, i.e. a > 2^53), so the fix-up is a guard for bounds
@@ -43,30 +51,25 @@ local function idiv(a, b)
   return q
 end
 local NEVER = -1
-local loaded = redis.call('MGET', unpack(keys))
-local state = {}   -- key -> its state so far in this call: a string, or false for none
-local ttl_of = {}  -- key -> that state's TTL in ms (server time only)
+local loaded = call('MGET', unpack(keys))
+local state = {}  -- key -> its state so far in this call: a string, or false for none
+local px_of = {}  -- key -> the expiry (ms) its write must set, when it needs a new TTL
 local reply = {}
--- Decisions under one policy repeat its argument strings, which Lua interns: comparing
--- a string with the previous one is a pointer comparison, so only changed numbers are
--- converted.
-local s_limit, s_period, s_burst, s_cost
-local limit, period, burst, cost = 0, 0, 0, 0
+local s_arg
+local code, limit, period, burst, cost = 0, 0, 0, 0, 0
 for i = 1, n do
   local key = keys[i]
   local raw = state[key]
   -- Not decided yet in this call (or only by limit-0 decisions): what MGET found.
   if raw == nil then raw = loaded[i] end
-  local a = 5 * i - 3  -- decision i's arguments are ARGV[a .. a + 4]
-  local code = argv[a]
-  local s = argv[a + 1]
-  if s ~= s_limit then s_limit, limit = s, tonumber(s) end
-  s = argv[a + 2]
-  if s ~= s_period then s_period, period = s, tonumber(s) end
-  s = argv[a + 3]
-  if s ~= s_burst then s_burst, burst = s, tonumber(s) end
-  s = argv[a + 4]
-  if s ~= s_cost then s_cost, cost = s, tonumber(s) end
+  -- Decision i's policy and cost: struct.pack('<Bi8i8i8i8', RedisAlgorithmCode,
+  -- limit, period in microseconds, burst, cost).
+  local a = argv[i + 1]
+  if a ~= s_arg then
+    if #a ~= 33 then return redis.error_reply('sluice: bad decision argument ' .. i) end
+    s_arg = a
+    code, limit, period, burst, cost = sunpack('<Bi8i8i8i8', a)
+  end
   local r = 5 * i - 5
   if limit == 0 then
     -- Denies everything and leaves the state untouched.
@@ -76,36 +79,43 @@ for i = 1, n do
     reply[r + 4] = 0
     reply[r + 5] = NEVER
   else
-    local allowed, capacity_reply, remaining, reset_after, retry_after, new
-    local last, t = 0, 0
-    if code == '0' or code == '1' or code == '5' then
+    -- Every state starts with its key's expiry in ms (0: no TTL, test times), then
+    -- `last`, the latest time the state has seen. A string of the wrong size for the
+    -- algorithm (another format) counts as no state.
+    local size = raw and #raw or 0
+    local expires, last, t = 0, 0, 0
+    local allowed, capacity_reply, remaining, reset_after, retry_after
+    local f3, f4 = 0, 0  -- the state's third and fourth numbers
+    local tail = ''       -- the log's runs
+    if code == 0 or code == 1 or code == 5 then
       -- Token bucket (0), leaky bucket (1) and GCRA (5) share BucketDecision
       -- (src/core/algorithms.cc): a quantity q out of `capacity`, in units of 1/period
       -- of a request, draining at `limit` units per microsecond; q is the token
       -- bucket's missing tokens, the leaky bucket's level, GCRA's backlog. The state is
-      -- {last, stored}: the tokens left, the level, the backlog. The C++ GCRA keeps its
-      -- theoretical arrival time as TAT x limit on the absolute clock, a product past
-      -- 2^53 here; the script keeps the same quantity as the backlog TAT - last
-      -- (x limit) and the time `last`, which is equivalent.
+      -- {expires, last, stored}: the tokens left, the level, the backlog. The C++ GCRA
+      -- keeps its theoretical arrival time as TAT x limit on the absolute clock, a
+      -- product past 2^53 here; the script keeps the same quantity as the backlog
+      -- TAT - last (x limit) and the time `last`, which is equivalent.
       local capacity = burst * period
       local stored = 0
-      if raw then last, stored = sunpack('<i8i8', raw) end
+      if size ~= 24 then raw = false end
+      if raw then expires, last, stored = sunpack('<i8i8i8', raw) end
       t = now
       if t < last then t = last end
       if t < 0 then t = 0 end
       local q = stored
-      if code == '0' then
+      if code == 0 then
         -- No state is a full bucket; tokens past the capacity count as a full one.
         q = 0
         if raw and stored < capacity then q = capacity - stored end
-      elseif code == '1' and q > capacity then
+      elseif code == 1 and q > capacity then
         q = capacity
       end
       -- Elapsed time times limit is never formed when it could pass 2^53: "has the
       -- whole quantity drained?" is asked as elapsed >= ceil(q / limit).
       local elapsed = t - last
       if elapsed >= idiv(q + limit - 1, limit) then q = 0 else q = q - elapsed * limit end
-      if code == '5' and q > capacity then q = capacity end
+      if code == 5 and q > capacity then q = capacity end
       -- cost > burst never fits, and testing it first keeps cost * period below 2^53.
       allowed = cost <= burst and q + cost * period <= capacity
       if allowed then q = q + cost * period end
@@ -118,12 +128,13 @@ for i = 1, n do
         if cost > burst then retry_after = NEVER
         else retry_after = idiv(q + cost * period - capacity + limit - 1, limit) end
       end
-      if code == '0' then q = capacity - q end  -- stored as the tokens left
-      new = pack('<i8i8', t, q)
-    elseif code == '2' then
-      -- DecideFixedWindow. The state is {last, count}.
+      if code == 0 then q = capacity - q end  -- stored as the tokens left
+      f3 = q
+    elseif code == 2 then
+      -- DecideFixedWindow. The state is {expires, last, count}.
       local count = 0
-      if raw then last, count = sunpack('<i8i8', raw) end
+      if size ~= 24 then raw = false end
+      if raw then expires, last, count = sunpack('<i8i8i8', raw) end
       t = now
       if t < last then t = last end
       if t < 0 then t = 0 end
@@ -143,12 +154,13 @@ for i = 1, n do
       if not allowed then
         if cost > limit then retry_after = NEVER else retry_after = to_window_end end
       end
-      new = pack('<i8i8', t, count)
-    elseif code == '4' then
-      -- DecideSlidingWindowCounter. The state is {last, previous, current}. Counts
-      -- weigh in units of 1/period of a request.
+      f3 = count
+    elseif code == 4 then
+      -- DecideSlidingWindowCounter. The state is {expires, last, previous, current}.
+      -- Counts weigh in units of 1/period of a request.
       local previous, current = 0, 0
-      if raw then last, previous, current = sunpack('<i8i8i8', raw) end
+      if size ~= 32 then raw = false end
+      if raw then expires, last, previous, current = sunpack('<i8i8i8i8', raw) end
       t = now
       if t < last then t = last end
       if t < 0 then t = 0 end
@@ -194,17 +206,19 @@ for i = 1, n do
           retry_after = window + 2 * period - room - t
         end
       end
-      new = pack('<i8i8i8', t, previous, current)
-    elseif code == '3' then
-      -- DecideSlidingWindowLog. The state is {last, units} and then runs
-      -- {time, units} of equal times, oldest first, 16 bytes each: a request of cost c
-      -- adds one run, not c entries. An entry stays while it is inside (t - period, t];
-      -- runs are in time order, so the expired ones are a prefix: the decision reads
-      -- those and the newest, and keeps the live ones as one substring.
-      local count, size, live = 0, 0, 17  -- live: where the oldest live run starts
+      f3, f4 = previous, current
+    elseif code == 3 then
+      -- DecideSlidingWindowLog. The state is {expires, last, units in the log} and then
+      -- runs {time, units} of equal times, oldest first, 16 bytes each: a request of
+      -- cost c adds one run, not c entries. An entry stays while it is inside
+      -- (t - period, t]; runs are in time order, so the expired ones are a prefix: the
+      -- decision reads those and the newest, and keeps the live ones as one substring.
+      local count, live = 0, 25  -- live: where the oldest live run starts
+      if size < 24 or (size - 24) % 16 ~= 0 then raw = false end
       if raw then
-        last, count = sunpack('<i8i8', raw)
-        size = #raw
+        expires, last, count = sunpack('<i8i8i8', raw)
+      else
+        size = 0
       end
       t = now
       if t < last then t = last end
@@ -220,9 +234,8 @@ for i = 1, n do
       local used = count
       if used > limit then used = limit end
       allowed = cost <= limit - used
-      -- The new state is one concatenation, with no intermediate strings: the header,
-      -- the live runs, and the request's run, merged with the newest run when their
-      -- times are equal.
+      -- The runs are the live ones and the request's, merged with the newest run when
+      -- their times are equal.
       local live_end, added = size, ''
       if allowed and cost > 0 then
         if newest == t and live < size then
@@ -255,7 +268,8 @@ for i = 1, n do
           retry_after = run_t + period - t
         end
       end
-      new = pack('<i8i8', t, count) .. (raw and sub(raw, live, live_end) or '') .. added
+      f3 = count
+      if raw then tail = sub(raw, live, live_end) .. added else tail = added end
     else
       -- Nothing has been written yet, so the call fails as a whole.
       return redis.error_reply('sluice: unknown algorithm code ' .. tostring(code))
@@ -265,36 +279,51 @@ for i = 1, n do
     reply[r + 3] = remaining
     reply[r + 4] = reset_after
     reply[r + 5] = retry_after
-    -- Keep the state only while it differs from an empty one (server time only: a
-    -- test's own clock has nothing to do with the server's, so its keys stay). The TTL
-    -- is reset_after rounded up to whole ms, plus 1.
-    if test_now then
-      state[key] = new
-    elseif reset_after > 0 then
-      state[key] = new
-      local ms = (reset_after + 999) / 1000
-      ttl_of[key] = fmt('%d', ms - ms % 1 + 1)
+    -- Keep the state only while it differs from an empty one. With the server's time
+    -- the key must live at least until t + reset_after; when its TTL is shorter than
+    -- that (or it has none yet), the write sets one to twice the state's useful life
+    -- (whole ms, plus a margin). A test's own time has nothing to do with the
+    -- server's, so its keys get no TTL and stay.
+    if test_now or reset_after > 0 then
+      local keep_until = 0
+      if not test_now then
+        local need = t + reset_after
+        need = (need - need % 1000) / 1000 + 2
+        keep_until = expires
+        if keep_until < need then
+          keep_until = need + (reset_after - reset_after % 1000) / 1000
+          px_of[key] = keep_until
+        end
+      end
+      if code == 4 then
+        state[key] = pack('<i8i8i8i8', keep_until, t, f3, f4)
+      else
+        state[key] = pack('<i8i8i8', keep_until, t, f3) .. tail
+      end
     else
       state[key] = false
     end
   end
 end
--- Each key is written once, with the state (and TTL) its last decision left; a key that
--- ends empty is deleted, unless it did not exist (MGET gives the same answer for every
--- occurrence of a key).
+-- Each key is written once, with the state its last decision left, and a new TTL if a
+-- decision of this call needed one; a key that ends empty is deleted, unless it did not
+-- exist (MGET gives the same answer for every occurrence of a key).
 for i = 1, n do
   local key = keys[i]
   local new = state[key]
   if new ~= nil then
     state[key] = nil  -- done: the key's later occurrences skip
     if new then
+      local expires = px_of[key]
       if test_now then
-        redis.call('SET', key, new)
+        call('SET', key, new)
+      elseif expires then
+        call('SET', key, new, 'PX', fmt('%d', expires - now_ms))
       else
-        redis.call('SET', key, new, 'PX', ttl_of[key])
+        call('SET', key, new, 'KEEPTTL')
       end
     elseif loaded[i] then
-      redis.call('DEL', key)
+      call('DEL', key)
     end
   end
 end
@@ -330,6 +359,18 @@ int RedisAlgorithmCode(Algorithm algorithm) {
       return 5;
   }
   return 2;  // unreachable: every Algorithm is listed
+}
+
+void AppendRedisDecisionArg(std::string& out, Algorithm algorithm, const Limit& limit,
+                            uint64_t cost) {
+  auto append = [&out](uint64_t value) {
+    for (int byte = 0; byte < 8; ++byte) out += static_cast<char>((value >> (8 * byte)) & 0xff);
+  };
+  out += static_cast<char>(RedisAlgorithmCode(algorithm));
+  append(limit.limit);
+  append(static_cast<uint64_t>(std::chrono::nanoseconds(limit.period).count() / 1000));
+  append(limit.burst);
+  append(cost);
 }
 
 Decision DecisionFromRedisReply(const long long* five) {

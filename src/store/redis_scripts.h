@@ -14,11 +14,13 @@
 //               answers equal n separate calls at the same time. A key is always used
 //               with the same algorithm.
 //   ARGV[1]     now in microseconds for tests, or "" for the server's TIME (read once
-//               per call). With TIME each key also gets a TTL until its state is whole
-//               again, and is deleted when its state equals an empty one; with a test's
-//               time it gets no TTL.
-//   ARGV[2 + 5 * (i - 1) ...]  decision i's kRedisArgsPerDecision arguments:
-//               RedisAlgorithmCode, limit, period in microseconds, burst, cost.
+//               per call). With TIME each key also has a TTL that lasts at least until
+//               its state is whole again and at most about twice that long, and is
+//               deleted when its state equals an empty one; with a test's time it gets
+//               no TTL.
+//   ARGV[1 + i] decision i's policy and cost, 33 bytes (AppendRedisDecisionArg):
+//               RedisAlgorithmCode as one byte, then limit, period in microseconds,
+//               burst and cost as little-endian 64-bit integers.
 // Reply: a flat array of kRedisReplyPerDecision * n integers, decision i's at
 // 5 * (i - 1) + 1...: allowed (0/1), limit, remaining, reset_after_us, retry_after_us
 // or -1 for never. n is bounded by Lua's stack (the script unpacks KEYS for one MGET):
@@ -26,25 +28,29 @@
 // empty array.
 //
 // Each key's state is one string of little-endian signed 64-bit integers
-// (struct.pack('<i8...'); read with struct.unpack), where `last` is the latest time the
-// state has seen, in microseconds. Quantities are in units of 1/period_us of a request:
-//   token_bucket            {last, tokens left x period_us}
-//   leaky_bucket            {last, level x period_us}
-//   gcra                    {last, backlog x period_us}
-//   fixed_window            {last, count}
-//   sliding_window_counter  {last, previous, current}
-//   sliding_window_log      {last, units in the log}, then runs {time, units} of
-//                           requests at equal times, oldest first (16 bytes a run)
-// A call reads every key with one MGET and writes each distinct key once (SET with PX,
-// or DEL), so n decisions on distinct keys make n + 1 redis.call (n + 2 with TIME). A
-// key of another type (say a hash of an older format) reads as no state (MGET answers
-// nil for it) and is replaced when its state is next written.
+// (struct.pack('<i8...'); read with struct.unpack). `expires` is when the key's TTL
+// ends, in ms of the server's clock (0: no TTL), and `last` the latest time the state
+// has seen, in microseconds. Quantities are in units of 1/period_us of a request:
+//   token_bucket            {expires, last, tokens left x period_us}
+//   leaky_bucket            {expires, last, level x period_us}
+//   gcra                    {expires, last, backlog x period_us}
+//   fixed_window            {expires, last, count}
+//   sliding_window_counter  {expires, last, previous, current}
+//   sliding_window_log      {expires, last, units in the log}, then runs {time, units}
+//                           of requests at equal times, oldest first (16 bytes a run)
+// A call reads every key with one MGET and writes each distinct key once (SET with PX
+// when the key's TTL must grow, SET KEEPTTL when it already lasts long enough, or
+// DEL), so n decisions on distinct keys make n + 1 redis.call (n + 2 with TIME). A key
+// of another type or size (a hash, an older format) reads as no state and is replaced
+// when its state is next written.
 //
 // Thread-safety: constant text and pure functions.
 #ifndef SLUICE_STORE_REDIS_SCRIPTS_H_
 #define SLUICE_STORE_REDIS_SCRIPTS_H_
 
+#include <cstddef>
 #include <cstdint>
+#include <string>
 #include <string_view>
 
 #include "sluice/decision.h"
@@ -63,7 +69,12 @@ bool FitsRedisArithmetic(const Limit& limit);
 std::string_view RedisDecideScript();
 // The algorithm's code in the script's arguments (0..5).
 int RedisAlgorithmCode(Algorithm algorithm);
-inline constexpr int kRedisArgsPerDecision = 5;   // algorithm code, limit, period_us, burst, cost
+inline constexpr int kRedisArgsPerDecision = 1;
+inline constexpr size_t kRedisDecisionArgSize = 33;
+// Appends decision's argument (ARGV[1 + i]): the algorithm's code, the limit, the
+// period in microseconds, the burst and the cost. REQUIRES: FitsRedisArithmetic(limit).
+void AppendRedisDecisionArg(std::string& out, Algorithm algorithm, const Limit& limit,
+                            uint64_t cost);
 inline constexpr int kRedisReplyPerDecision = 5;  // allowed, limit, remaining, reset_after_us,
                                                   // retry_after_us|-1
 // One decision from its five reply integers (retry_after -1 means Decision::kNever).

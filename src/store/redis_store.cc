@@ -92,8 +92,7 @@ struct RedisStore::Batch {
   std::vector<Entry> entries;
   std::string store_keys;
   std::string redis_keys;
-  std::string args;  // ARGV[1] and five numbers per entry, back to back
-  std::vector<uint32_t> arg_ends;
+  std::string args;      // the entries' decision arguments, back to back
   Timestamp sent{};      // first sent: Redis decides no earlier
   Timestamp deadline{};  // its first decision's arrival plus command_timeout
   bool ever_sent = false;
@@ -104,7 +103,6 @@ struct RedisStore::Batch {
     store_keys.clear();
     redis_keys.clear();
     args.clear();
-    arg_ends.clear();
     answered = false;
     ever_sent = false;
     slot = -1;
@@ -432,23 +430,11 @@ void RedisStore::Send(Node& node, Batch& batch) {
     batch.ever_sent = true;
     batch.sent = loop_.now();
   }
-  // EVALSHA sha n key... "" (algorithm limit period_us burst cost)...
+  // EVALSHA sha n key... "" decision...
   batch.args.clear();
-  batch.arg_ends.clear();
   const size_t n = batch.entries.size();
-  for (const Batch::Entry& e : batch.entries) {
-    AppendNumber(batch.args, static_cast<uint64_t>(RedisAlgorithmCode(e.algorithm)));
-    batch.arg_ends.push_back(static_cast<uint32_t>(batch.args.size()));
-    AppendNumber(batch.args, e.limit.limit);
-    batch.arg_ends.push_back(static_cast<uint32_t>(batch.args.size()));
-    AppendNumber(batch.args,
-                 static_cast<uint64_t>(std::chrono::nanoseconds(e.limit.period).count() / 1000));
-    batch.arg_ends.push_back(static_cast<uint32_t>(batch.args.size()));
-    AppendNumber(batch.args, e.limit.burst);
-    batch.arg_ends.push_back(static_cast<uint32_t>(batch.args.size()));
-    AppendNumber(batch.args, e.cost);
-    batch.arg_ends.push_back(static_cast<uint32_t>(batch.args.size()));
-  }
+  for (const Batch::Entry& e : batch.entries)
+    AppendRedisDecisionArg(batch.args, e.algorithm, e.limit, e.cost);
   char count[20];
   const size_t count_length =
       static_cast<size_t>(std::to_chars(count, count + sizeof(count), n).ptr - count);
@@ -464,11 +450,8 @@ void RedisStore::Send(Node& node, Batch& batch) {
   for (const Batch::Entry& e : batch.entries)
     add(batch.redis_keys.data() + e.redis_key_offset, e.redis_key_length);
   add("", 0);  // ARGV[1]: the server's TIME
-  uint32_t start = 0;
-  for (const uint32_t end : batch.arg_ends) {
-    add(batch.args.data() + start, end - start);
-    start = end;
-  }
+  for (size_t i = 0; i < n; ++i)
+    add(batch.args.data() + i * kRedisDecisionArgSize, kRedisDecisionArgSize);
   node.connection.Append(static_cast<int>(argv_.size()), argv_.data(), lengths_.data());
   node.in_flight.push_back({InFlight::Kind::kBatch, &batch, batch.deadline});
   ++node.outstanding;

@@ -60,6 +60,15 @@ struct Reference {
   }
 };
 
+// A decision's argument, as the store sends it.
+std::string Arg(Algorithm algorithm, uint64_t limit, int64_t period_us, uint64_t burst,
+                uint64_t cost) {
+  std::string out;
+  AppendRedisDecisionArg(out, algorithm, Limit{limit, std::chrono::microseconds(period_us), burst},
+                         cost);
+  return out;
+}
+
 int64_t Micros(Duration d) {
   return d == Decision::kNever ? -1 : std::chrono::nanoseconds(d).count();
 }
@@ -138,11 +147,7 @@ int DecideAndCompare(RedisClient& client, const std::string& sha, std::vector<Tr
   args.push_back(std::to_string(now_us));
   for (const Entry& e : batch) {
     const TracedKey& k = keys[e.key];
-    args.push_back(std::to_string(RedisAlgorithmCode(k.algorithm)));
-    args.push_back(std::to_string(k.limit));
-    args.push_back(std::to_string(k.period_us));
-    args.push_back(std::to_string(k.burst));
-    args.push_back(std::to_string(e.cost));
+    args.push_back(Arg(k.algorithm, k.limit, k.period_us, k.burst, e.cost));
   }
   const RedisReply got = client.CommandArgv(args);
   EXPECT_EQ(got.elements.size(), kRedisReplyPerDecision * batch.size()) << got.ToString();
@@ -266,28 +271,60 @@ TEST_P(RedisScriptPerAlgorithmTest, EveryDecisionOfEveryBatchMatchesTheCppAlgori
 // and a key that ends a batch empty is deleted.
 TEST_P(RedisScriptPerAlgorithmTest, RealTimeKeysExpireWhenTheirStateIsWhole) {
   const Algorithm algorithm = GetParam();
-  const std::string code = std::to_string(RedisAlgorithmCode(algorithm));
-  const std::string key = "ttl:" + code;
+  const std::string key = "ttl:" + std::to_string(RedisAlgorithmCode(algorithm));
+  const std::string one = Arg(algorithm, 5, 60'000'000, 5, 1);
   // The same key twice in one call: one TTL, that of the state the second left.
-  const RedisReply got = client_->Command("EVALSHA", sha_, 2, key, key, "", code, 5, 60'000'000, 5,
-                                          1, code, 5, 60'000'000, 5, 1);
+  const RedisReply got = client_->Command("EVALSHA", sha_, 2, key, key, "", one, one);
   ASSERT_EQ(got.elements.size(), 10u) << got.ToString();
   EXPECT_EQ(got.elements[0].integer, 1);
   EXPECT_EQ(got.elements[5].integer, 1);
   EXPECT_EQ(got.elements[7].integer, 3);  // remaining: the second saw the first's state
+  const long long reset_after_ms = got.elements[8].integer / 1000;
   const RedisReply ttl = client_->Command("PTTL", key);
-  EXPECT_GT(ttl.integer, 0);
-  EXPECT_LE(ttl.integer, 2 * 60'000 + 2);  // at most two windows (sliding counter)
+  // At least the state's useful life, at most twice it (plus the margin of whole ms).
+  EXPECT_GE(ttl.integer, reset_after_ms - 100);  // less the time this test took
+  EXPECT_LE(ttl.integer, 2 * reset_after_ms + 3);
   // A query (cost 0) on a fresh key leaves nothing behind.
-  client_->Command("EVALSHA", sha_, 1, key + ":q", "", code, 5, 60'000'000, 5, 0);
+  client_->Command("EVALSHA", sha_, 1, key + ":q", "", Arg(algorithm, 5, 60'000'000, 5, 0));
   EXPECT_EQ(client_->Command("EXISTS", key + ":q").integer, 0);
   // A state left at a test time long ago is whole by the server's time: a query
   // deletes it.
-  client_->Command("EVALSHA", sha_, 1, key + ":old", 1'000'000, code, 5, 60'000'000, 5, 1);
+  client_->Command("EVALSHA", sha_, 1, key + ":old", 1'000'000, one);
   ASSERT_EQ(client_->Command("EXISTS", key + ":old").integer, 1);
   EXPECT_EQ(client_->Command("PTTL", key + ":old").integer, -1);  // test times set no TTL
-  client_->Command("EVALSHA", sha_, 1, key + ":old", "", code, 5, 60'000'000, 5, 0);
+  client_->Command("EVALSHA", sha_, 1, key + ":old", "", Arg(algorithm, 5, 60'000'000, 5, 0));
   EXPECT_EQ(client_->Command("EXISTS", key + ":old").integer, 0);
+}
+
+// A write keeps the key's TTL while it lasts long enough for the new state (SET
+// KEEPTTL), and sets a longer one when the state needs it (SET PX).
+TEST_F(RedisScriptTest, TheTtlGrowsOnlyWhenTheStateOutlivesIt) {
+  const std::string key = "ttl:grows";
+  // Token bucket of 5 a minute: each token takes 12 s to come back.
+  auto take = [&](uint64_t tokens) {
+    const RedisReply got = client_->Command("EVALSHA", sha_, 1, key, "",
+                                            Arg(Algorithm::kTokenBucket, 5, 60'000'000, 5, tokens));
+    EXPECT_EQ(got.elements.size(), 5u) << got.ToString();
+    return got.elements.size() == 5 ? got.elements[3].integer / 1000 : 0;  // reset_after ms
+  };
+  const long long first_reset = take(2);
+  EXPECT_NEAR(first_reset, 24'000, 5);
+  const long long first_ttl = client_->Command("PTTL", key).integer;
+  EXPECT_GE(first_ttl, 24'000 - 100);
+  EXPECT_LE(first_ttl, 2 * 24'000 + 3);
+  // 36 s of useful life: within the first TTL (about 48 s), which is kept.
+  const long long second_reset = take(1);
+  EXPECT_NEAR(second_reset, 36'000, 100);
+  const long long second_ttl = client_->Command("PTTL", key).integer;
+  EXPECT_LE(second_ttl, first_ttl);
+  EXPECT_GE(second_ttl, second_reset - 100);
+  // 60 s: past it, so a new TTL, of up to twice that.
+  const long long third_reset = take(2);
+  EXPECT_NEAR(third_reset, 60'000, 100);
+  const long long third_ttl = client_->Command("PTTL", key).integer;
+  EXPECT_GE(third_ttl, third_reset - 100);
+  EXPECT_LE(third_ttl, 2 * third_reset + 3);
+  EXPECT_GT(third_ttl, second_ttl);
 }
 
 INSTANTIATE_TEST_SUITE_P(Scripts, RedisScriptPerAlgorithmTest,
@@ -340,13 +377,10 @@ TEST_F(RedisScriptTest, OneBatchOfEveryAlgorithm) {
 // The point of the batch: one MGET for the call and one write per distinct key,
 // whatever the number of decisions.
 TEST_F(RedisScriptTest, EachKeyIsReadOnceAndWrittenOnce) {
-  const std::string code = std::to_string(RedisAlgorithmCode(Algorithm::kTokenBucket));
   std::vector<std::string> args = {"EVALSHA", sha_, "16"};
   for (int i = 0; i < 16; ++i) args.push_back("once:" + std::to_string(i % 4));
   args.push_back("");
-  for (int i = 0; i < 16; ++i) {
-    for (const char* arg : {code.c_str(), "100", "1000000", "100", "1"}) args.push_back(arg);
-  }
+  for (int i = 0; i < 16; ++i) args.push_back(Arg(Algorithm::kTokenBucket, 100, 1'000'000, 100, 1));
   ASSERT_FALSE(client_->Command("CONFIG", "RESETSTAT").is_error());
   const RedisReply got = client_->CommandArgv(args);
   ASSERT_EQ(got.elements.size(), 80u) << got.ToString();
@@ -362,21 +396,34 @@ TEST_F(RedisScriptTest, EachKeyIsReadOnceAndWrittenOnce) {
 // A key of another type (the per-algorithm scripts kept hashes) reads as no state.
 TEST_F(RedisScriptTest, AKeyOfAnotherTypeCountsAsEmptyAndIsReplaced) {
   ASSERT_FALSE(client_->Command("HSET", "old:format", "l", 1, "k", 2).is_error());
-  const std::string code = std::to_string(RedisAlgorithmCode(Algorithm::kFixedWindow));
-  const RedisReply got =
-      client_->Command("EVALSHA", sha_, 1, "old:format", 1'000'000, code, 5, 1'000'000, 5, 2);
+  const std::string two = Arg(Algorithm::kFixedWindow, 5, 1'000'000, 5, 2);
+  RedisReply got = client_->Command("EVALSHA", sha_, 1, "old:format", 1'000'000, two);
   ASSERT_EQ(got.elements.size(), 5u) << got.ToString();
   EXPECT_EQ(got.elements[0].integer, 1);
   EXPECT_EQ(got.elements[2].integer, 3);
   EXPECT_EQ(client_->Command("TYPE", "old:format").text, "string");
+  // So does a string of another size: the format before states carried their expiry
+  // ({last, count}, 16 bytes).
+  ASSERT_FALSE(client_->Command("SET", "old:size", std::string(16, '\x7f')).is_error());
+  got = client_->Command("EVALSHA", sha_, 1, "old:size", 1'000'000, two);
+  ASSERT_EQ(got.elements.size(), 5u) << got.ToString();
+  EXPECT_EQ(got.elements[2].integer, 3);
 }
 
 // Writes come after every decision, so a bad entry fails the call with no effect.
 TEST_F(RedisScriptTest, AnUnknownAlgorithmFailsTheWholeCall) {
-  const RedisReply got = client_->Command("EVALSHA", sha_, 2, "bad:1", "bad:2", 1'000'000, 2, 5,
-                                          1'000'000, 5, 1, 9, 5, 1'000'000, 5, 1);
+  std::string unknown = Arg(Algorithm::kFixedWindow, 5, 1'000'000, 5, 1);
+  unknown[0] = 9;
+  const RedisReply got =
+      client_->Command("EVALSHA", sha_, 2, "bad:1", "bad:2", 1'000'000,
+                       Arg(Algorithm::kFixedWindow, 5, 1'000'000, 5, 1), unknown);
   EXPECT_TRUE(got.IsErrorStartingWith("sluice: unknown algorithm code 9")) << got.ToString();
   EXPECT_EQ(client_->Command("EXISTS", "bad:1").integer, 0);
+  // An argument of the wrong size is refused the same way.
+  const RedisReply short_arg =
+      client_->Command("EVALSHA", sha_, 1, "bad:1", 1'000'000, "2 5 1 5 1");
+  EXPECT_TRUE(short_arg.IsErrorStartingWith("sluice: bad decision argument 1"))
+      << short_arg.ToString();
 }
 
 TEST_F(RedisScriptTest, AnEmptyBatchAnswersAnEmptyArray) {
