@@ -10,14 +10,20 @@
 # over the measured run, networking included, per decision. The server is stopped on
 # exit, whatever happens.
 #
-# Usage: [SIZES="16 1"] [CODES="0 1 2 3 4 5"] bench/redis_script_cost.sh [decisions per
-# measurement, default 96000]; SIZES are the decisions per call, CODES the algorithms.
+# Usage: [SIZES="16 1"] [CODES="0 1 2 3 4 5"] [KEYSPACE=4096] [LIMIT=100]
+# [PERIOD_US=1000000] bench/redis_script_cost.sh [decisions per measurement, default
+# 96000]; SIZES are the decisions per call, CODES the algorithms, LIMIT per PERIOD_US
+# the policy (burst = limit), cost 1. At 100 a second a token bucket's state is whole
+# again before its key comes round, so every write makes a new key with a TTL; at
+# LIMIT=1000 PERIOD_US=3600000000 states live and most writes keep their TTL.
 # Needs redis-server, redis-cli and python3 (a free port, the calls).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 decisions=${1:-96000}
-keyspace=4096
+keyspace=${KEYSPACE:-4096}
+limit=${LIMIT:-100}
+period_us=${PERIOD_US:-1000000}
 
 dir=$(mktemp -d)
 port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
@@ -51,17 +57,18 @@ for code in ${CODES:-0 1 2 3 4 5}; do
     # decision's argument is binary (src/store/redis_scripts.h), which
     # redis-benchmark's command line cannot carry.
     run() {
-      python3 - "$sha" "$n" "$1" "$code" "$keyspace" <<'PY' >"$dir/calls.resp"
+      python3 - "$sha" "$n" "$1" "$code" "$keyspace" "$limit" "$period_us" <<'PY' >"$dir/calls.resp"
 import random, struct, sys
-sha, n, calls, code, keyspace = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
-arg = struct.pack('<Bqqqq', code, 100, 1000000, 100, 1)
+sha, n, calls, code, keyspace, limit, period_us = sys.argv[1], *map(int, sys.argv[2:])
+arg = struct.pack('<Bqqqq', code, limit, period_us, limit, 1)
 def bulk(b): return b'$%d\r\n%s\r\n' % (len(b), b)
 head = b'*%d\r\n' % (4 + 2 * n) + bulk(b'EVALSHA') + bulk(sha.encode()) + bulk(str(n).encode())
 tail = bulk(b'') + bulk(arg) * n
 out = sys.stdout.buffer
 rand = random.Random(1)
 for _ in range(calls):
-    out.write(head + b''.join(bulk(b'b:%d:%d' % (code, rand.randrange(keyspace))) for _ in range(n)) + tail)
+    # Keys as the store names them: sluice:{<rule>:<32 hex digits>}.
+    out.write(head + b''.join(bulk(b'sluice:{b%d:%032x}' % (code, rand.randrange(keyspace))) for _ in range(n)) + tail)
 PY
       cli --pipe <"$dir/calls.resp" >"$dir/pipe.out" 2>&1
       grep -q "errors: 0," "$dir/pipe.out" || { cat "$dir/pipe.out" >&2; exit 1; }

@@ -57,7 +57,7 @@ class RedisStore final : public Store {
     Duration command_timeout = std::chrono::milliseconds(20);
     OnFailure on_failure = OnFailure::kAllow;
     Store* local = nullptr;  // REQUIRED for kLocal: the process's memory store
-    size_t max_batch = 64;   // decisions per script call
+    size_t max_batch = 256;  // decisions per script call
     size_t deny_cache_entries = 65536;
     // Breaker: failures in a row that open it, and the backoff before a new
     // connection is tried (doubling up to the maximum, with +-20% jitter).
