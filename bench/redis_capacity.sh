@@ -9,7 +9,7 @@
 #           no HTTP): OUTSTANDING decisions in flight, token bucket LIMIT per
 #           PERIOD_MS (states live, so most writes keep their key's TTL), a random key
 #           out of KEYSPACE each; the store batches as in the server (one call in
-#           flight, up to 64 decisions a call).
+#           flight, up to MAX_BATCH decisions a call).
 #   peer    redis-benchmark -c PEER_CLIENTS -P PEER_PIPELINE, EVALSHA of
 #           bench/redis/token_bucket.lua on one random key out of KEYSPACE per call,
 #           the same policy.
@@ -17,13 +17,14 @@
 # are reset after the warm-up. Redis CPU is used_cpu_user + used_cpu_sys of INFO cpu
 # over the run (networking and everything included); "in scripts" is EVALSHA's usec
 # in INFO commandstats. sluice's decisions in the window are its EVALSHA calls times
-# its decisions per call over the whole run (64 when Redis is the busy side).
+# its decisions per call over the whole run (MAX_BATCH when Redis is the busy side).
 # The table gives every round and the medians; the ratio is sluice's Redis CPU per
 # decision over the peer's per call, in the same round.
 #   bench/redis_capacity.sh                 5 rounds of 5 s (about a minute)
 #   ROUNDS=1 DURATION=2 bench/redis_capacity.sh
 # Knobs: DURATION (5), ROUNDS (5), KEYSPACE (10000), LIMIT (1000), PERIOD_MS
-# (3600000), OUTSTANDING (1024), PEER_CLIENTS (50), PEER_PIPELINE (16), CLIENT_CPU (0),
+# (3600000), OUTSTANDING (1024), BATCHES ("256": the max_batch values to run sluice
+# with, each every round; 256 is the store's), PEER_CLIENTS (50), PEER_PIPELINE (16), CLIENT_CPU (0),
 # REDIS_CPU (1), BUILD_DIR (build).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -35,7 +36,7 @@ KEYSPACE=${KEYSPACE:-10000}
 LIMIT=${LIMIT:-1000}
 PERIOD_MS=${PERIOD_MS:-3600000}
 OUTSTANDING=${OUTSTANDING:-1024}
-MAX_BATCH=${MAX_BATCH:-64}
+BATCHES=${BATCHES:-256}
 PEER_CLIENTS=${PEER_CLIENTS:-50}
 PEER_PIPELINE=${PEER_PIPELINE:-16}
 CLIENT_CPU=${CLIENT_CPU:-0}
@@ -85,11 +86,12 @@ measure() {
   echo "$(evalsha) $(awk -v a="$after" -v b="$before" 'BEGIN { print a - b }')"
 }
 
-run_sluice() {
+run_sluice() {  # run_sluice MAX_BATCH
+  local max_batch=$1
   cli FLUSHALL >/dev/null
   taskset -c "$CLIENT_CPU" "$BUILD_DIR/redis_store_load" --redis "127.0.0.1:$REDIS_PORT" \
     --seconds $((DURATION + 2)) --keyspace "$KEYSPACE" --outstanding "$OUTSTANDING" \
-    --limit "$LIMIT" --period-ms "$PERIOD_MS" --max-batch "$MAX_BATCH" >"$WORK/driver.out" &
+    --limit "$LIMIT" --period-ms "$PERIOD_MS" --max-batch "$max_batch" >"$WORK/driver.out" &
   CLIENT_PID=$!
   local figures
   figures=$(measure)
@@ -97,7 +99,7 @@ run_sluice() {
   CLIENT_PID=
   local per_call
   per_call=$(sed 's/.*decisions_per_call \([0-9.]*\) .*/\1/' "$WORK/driver.out")
-  echo "sluice $figures $per_call"
+  echo "sluice:$max_batch $figures $per_call"
 }
 
 run_peer() {
@@ -115,39 +117,52 @@ run_peer() {
 }
 
 echo "redis $(redis-server --version | sed 's/.*v=\([^ ]*\).*/\1/') on cpu $REDIS_CPU, clients on cpu $CLIENT_CPU; $ROUNDS rounds of ${DURATION}s; token bucket $LIMIT per ${PERIOD_MS}ms, $KEYSPACE keys"
-echo "- sluice: $BUILD_DIR/redis_store_load --outstanding $OUTSTANDING --keyspace $KEYSPACE --limit $LIMIT --period-ms $PERIOD_MS"
+echo "- sluice: $BUILD_DIR/redis_store_load --outstanding $OUTSTANDING --keyspace $KEYSPACE --limit $LIMIT --period-ms $PERIOD_MS --max-batch B, B in: $BATCHES"
 echo "- peer: redis-benchmark -c $PEER_CLIENTS -P $PEER_PIPELINE -r $KEYSPACE EVALSHA <bench/redis/token_bucket.lua> 1 tb:__rand_int__ $LIMIT $PEER_RATE 1"
 : >"$WORK/results"
 for round in $(seq "$ROUNDS"); do
-  for who in $(printf 'sluice\npeer\n' | shuf); do
-    echo "$round $(run_"$who")" >>"$WORK/results"
+  for who in $( (for b in $BATCHES; do echo "sluice:$b"; done; echo peer) | shuf); do
+    case "$who" in
+      peer) echo "$round $(run_peer)" >>"$WORK/results" ;;
+      sluice:*) echo "$round $(run_sluice "${who#sluice:}")" >>"$WORK/results" ;;
+    esac
   done
 done
 
 python3 - "$WORK/results" "$DURATION" <<'PY'
 import statistics, sys
-rows = [line.split() for line in open(sys.argv[1])]
 duration = float(sys.argv[2])
-by_round = {}
-for r in rows:
-    rnd, who, calls, usec, cpu, per_call = r[0], r[1], int(r[2]), int(r[3]), float(r[4]), float(r[5])
+runs = {}  # (round, who) -> figures
+for line in open(sys.argv[1]):
+    rnd, who, calls, usec, cpu, per_call = line.split()
+    calls, usec, cpu, per_call = int(calls), int(usec), float(cpu), float(per_call)
     decisions = calls * per_call
-    by_round.setdefault(rnd, {})[who] = {
-        "rate": decisions / duration, "calls": calls / duration, "per_call": per_call,
-        "cpu": cpu * 1e6 / decisions, "script": usec / decisions}
+    runs[(rnd, who)] = {"rate": decisions / duration, "per_call": per_call,
+                        "cpu": cpu * 1e6 / decisions, "script": usec / decisions}
+rounds = sorted({r for r, _ in runs}, key=int)
+cases = sorted({w for _, w in runs if w != "peer"}, key=lambda w: int(w.split(":")[1]))
 print()
-print("| round | sluice decisions/s | decisions per EVALSHA | sluice Redis CPU µs/decision (in scripts) | peer decisions/s | peer Redis CPU µs/decision (in scripts) | sluice / peer |")
+print("| round | client | decisions/s | decisions per EVALSHA | Redis CPU µs/decision | of which in scripts | sluice / peer |")
 print("|---|---|---|---|---|---|---|")
-ratios = []
-for rnd, w in by_round.items():
-    s, p = w["sluice"], w["peer"]
-    ratio = s["cpu"] / p["cpu"]
-    ratios.append(ratio)
-    print(f"| {rnd} | {s['rate']:,.0f} | {s['per_call']:.1f} | {s['cpu']:.2f} ({s['script']:.2f}) | "
-          f"{p['rate']:,.0f} | {p['cpu']:.2f} ({p['script']:.2f}) | {ratio:.2f}x |")
-med = lambda who, k: statistics.median(w[who][k] for w in by_round.values())
-print(f"| median | {med('sluice', 'rate'):,.0f} | {med('sluice', 'per_call'):.1f} | "
-      f"{med('sluice', 'cpu'):.2f} ({med('sluice', 'script'):.2f}) | {med('peer', 'rate'):,.0f} | "
-      f"{med('peer', 'cpu'):.2f} ({med('peer', 'script'):.2f}) | {statistics.median(ratios):.2f}x |")
-print(f"\nsluice decides {1 / statistics.median(ratios):.2f}x as many per Redis CPU second as one EVALSHA per decision (median of the rounds' ratios).")
+ratios = {c: [] for c in cases}
+for rnd in rounds:
+    peer = runs[(rnd, "peer")]
+    for who in cases + ["peer"]:
+        f = runs[(rnd, who)]
+        ratio = ""
+        if who != "peer":
+            ratios[who].append(f["cpu"] / peer["cpu"])
+            ratio = f"{ratios[who][-1]:.2f}x"
+        name = "peer" if who == "peer" else f"sluice, max_batch {who.split(':')[1]}"
+        print(f"| {rnd} | {name} | {f['rate']:,.0f} | {f['per_call']:.1f} | {f['cpu']:.2f} | {f['script']:.2f} | {ratio} |")
+def med(who, key):
+    return statistics.median(runs[(r, who)][key] for r in rounds)
+print()
+print("| client (medians) | decisions/s | decisions per EVALSHA | Redis CPU µs/decision | of which in scripts | sluice / peer (median of the rounds' ratios) | decisions per Redis CPU second, sluice over peer |")
+print("|---|---|---|---|---|---|---|")
+for who in cases + ["peer"]:
+    name = "peer: one-key EVALSHA, -P 16" if who == "peer" else f"sluice, max_batch {who.split(':')[1]}"
+    r = statistics.median(ratios[who]) if who != "peer" else None
+    print(f"| {name} | {med(who, 'rate'):,.0f} | {med(who, 'per_call'):.1f} | {med(who, 'cpu'):.2f} | "
+          f"{med(who, 'script'):.2f} | {f'{r:.2f}x' if r else ''} | {f'{1 / r:.2f}x' if r else ''} |")
 PY

@@ -17,8 +17,10 @@ namespace {
 // policy and cost come as one binary argument, unpacked only when it differs from the
 // previous decision's (Lua interns strings, so that is a pointer comparison). The
 // algorithms run inline in one loop on locals, with no table or closure per decision.
-// States are little-endian 64-bit integers (struct.pack): reading one costs about a
-// seventh of parsing decimal text, writing about half of formatting it. Each state
+// States are little-endian doubles holding integers (struct.pack '<d'): reading one
+// costs about a seventh of parsing decimal text, writing about half of formatting it,
+// and doubles pack and unpack faster than 64-bit integers (260 against 300-350 ns to
+// pack three, 110-175 against 200-240 to unpack them, in a loop inside Redis). Each state
 // starts with the time its key expires (ms), so a write that does not need a longer
 // TTL keeps the key's (SET KEEPTTL) instead of setting a new one (SET PX): a new TTL
 // reaches twice the state's useful life, so a key in use gets one about once per
@@ -94,7 +96,7 @@ for i = 1, n do
       local capacity = burst * period
       local stored = 0
       if size ~= 24 then raw = false end
-      if raw then expires, last, stored = sunpack('<i8i8i8', raw) end
+      if raw then expires, last, stored = sunpack('<ddd', raw) end
       t = now
       if t < last then t = last end
       if t < 0 then t = 0 end
@@ -138,7 +140,7 @@ for i = 1, n do
       -- DecideFixedWindow. The state is {expires, last, count}.
       local count = 0
       if size ~= 24 then raw = false end
-      if raw then expires, last, count = sunpack('<i8i8i8', raw) end
+      if raw then expires, last, count = sunpack('<ddd', raw) end
       t = now
       if t < last then t = last end
       if t < 0 then t = 0 end
@@ -164,7 +166,7 @@ for i = 1, n do
       -- Counts weigh in units of 1/period of a request.
       local previous, current = 0, 0
       if size ~= 32 then raw = false end
-      if raw then expires, last, previous, current = sunpack('<i8i8i8i8', raw) end
+      if raw then expires, last, previous, current = sunpack('<dddd', raw) end
       t = now
       if t < last then t = last end
       if t < 0 then t = 0 end
@@ -225,7 +227,7 @@ for i = 1, n do
       local count, live = 0, 25  -- live: where the oldest live run starts
       if size < 24 or (size - 24) % 16 ~= 0 then raw = false end
       if raw then
-        expires, last, count = sunpack('<i8i8i8', raw)
+        expires, last, count = sunpack('<ddd', raw)
       else
         size = 0
       end
@@ -233,13 +235,13 @@ for i = 1, n do
       if t < last then t = last end
       if t < 0 then t = 0 end
       while live < size do
-        local run_t, run_units = sunpack('<i8i8', raw, live)
+        local run_t, run_units = sunpack('<dd', raw, live)
         if t - run_t < period then break end
         count = count - run_units
         live = live + 16
       end
       local newest, newest_units = 0, 0
-      if live < size then newest, newest_units = sunpack('<i8i8', raw, size - 15) end
+      if live < size then newest, newest_units = sunpack('<dd', raw, size - 15) end
       local used = count
       if used > limit then used = limit end
       allowed = cost <= limit - used
@@ -249,9 +251,9 @@ for i = 1, n do
       if allowed and cost > 0 then
         if newest == t and live < size then
           live_end = size - 16
-          added = pack('<i8i8', t, newest_units + cost)
+          added = pack('<dd', t, newest_units + cost)
         else
-          added = pack('<i8i8', t, cost)
+          added = pack('<dd', t, cost)
         end
         newest = t
         count = count + cost
@@ -271,7 +273,7 @@ for i = 1, n do
           local k, seen, at, run_t, run_units = count + cost - limit, 0, live - 16, 0, 0
           repeat
             at = at + 16
-            run_t, run_units = sunpack('<i8i8', raw, at)
+            run_t, run_units = sunpack('<dd', raw, at)
             seen = seen + run_units
           until seen >= k
           retry_after = run_t + period - t
@@ -305,9 +307,9 @@ for i = 1, n do
         end
       end
       if code == 4 then
-        state[key] = pack('<i8i8i8i8', keep_until, t, f3, f4)
+        state[key] = pack('<dddd', keep_until, t, f3, f4)
       else
-        state[key] = pack('<i8i8i8', keep_until, t, f3) .. tail
+        state[key] = pack('<ddd', keep_until, t, f3) .. tail
       end
     else
       state[key] = false

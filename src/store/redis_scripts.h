@@ -27,8 +27,9 @@
 // up to 7,990 keys pass, 8,000 fail; the store sends a few dozen. n = 0 answers an
 // empty array.
 //
-// Each key's state is one string of little-endian signed 64-bit integers
-// (struct.pack('<i8...'); read with struct.unpack). `expires` is when the key's TTL
+// Each key's state is one string of little-endian doubles (struct.pack('<d...'); read
+// with struct.unpack), every one an integer below 2^53, so exact; doubles pack and
+// unpack faster than struct's 64-bit integers. `expires` is when the key's TTL
 // ends, in ms of the server's clock (0: no TTL), and `last` the latest time the state
 // has seen, in microseconds. Quantities are in units of 1/period_us of a request:
 //   token_bucket            {expires, last, tokens left x period_us}
