@@ -67,21 +67,19 @@ for i = 1, n do
     s_arg = a
     code, limit, period, burst, cost = sunpack('<Bi8i8i8i8', a)
   end
-  local r = 5 * i - 5
+  local r = 3 * i - 3
   if limit == 0 then
     -- Denies everything and leaves the state untouched.
-    reply[r + 1] = 0
+    reply[r + 1] = -1
     reply[r + 2] = 0
-    reply[r + 3] = 0
-    reply[r + 4] = 0
-    reply[r + 5] = NEVER
+    reply[r + 3] = NEVER
   else
     -- Every state starts with its key's expiry in ms (0: no TTL, test times), then
     -- `last`, the latest time the state has seen. A string of the wrong size for the
     -- algorithm (another format) counts as no state.
     local size = raw and #raw or 0
     local expires, last, t = 0, 0, 0
-    local allowed, capacity_reply, remaining, reset_after, retry_after
+    local allowed, remaining, reset_after, retry_after
     local f3, f4 = 0, 0  -- the state's third and fourth numbers
     local tail = ''       -- the log's runs
     if code == 0 or code == 1 or code == 5 then
@@ -117,7 +115,6 @@ for i = 1, n do
       -- cost > burst never fits, and testing it first keeps cost * period below 2^53.
       allowed = cost <= burst and q + cost * period <= capacity
       if allowed then q = q + cost * period end
-      capacity_reply = burst
       remaining = 0
       if q < capacity then
         remaining = (capacity - q) / period
@@ -151,7 +148,6 @@ for i = 1, n do
       allowed = cost <= limit - used
       if allowed then count = used + cost end
       local to_window_end = window + period - t
-      capacity_reply = limit
       remaining = 0
       if count < limit then remaining = limit - count end
       reset_after = 0
@@ -187,7 +183,6 @@ for i = 1, n do
         current = current + cost
         used = used + cost * period
       end
-      capacity_reply = limit
       remaining = 0
       if used < capacity then
         remaining = (capacity - used) / period
@@ -258,7 +253,6 @@ for i = 1, n do
         newest = t
         count = count + cost
       end
-      capacity_reply = limit
       remaining = 0
       if count < limit then remaining = limit - count end
       reset_after = 0
@@ -285,11 +279,11 @@ for i = 1, n do
       -- Nothing has been written yet, so the call fails as a whole.
       return redis.error_reply('sluice: unknown algorithm code ' .. tostring(code))
     end
-    reply[r + 1] = allowed and 1 or 0
-    reply[r + 2] = capacity_reply
-    reply[r + 3] = remaining
-    reply[r + 4] = reset_after
-    reply[r + 5] = retry_after
+    -- The capacity is the policy's (DecisionFromRedisReply), and whether it was
+    -- allowed rides on the sign: every integer of the reply costs Redis a conversion.
+    if allowed then reply[r + 1] = remaining else reply[r + 1] = -1 - remaining end
+    reply[r + 2] = reset_after
+    reply[r + 3] = retry_after
     -- Keep the state only while it differs from an empty one. With the server's time
     -- the key must live at least until t + reset_after; when its TTL is shorter than
     -- that (or it has none yet), the write sets one to twice the state's useful life
@@ -384,7 +378,7 @@ void AppendRedisDecisionArg(std::string& out, Algorithm algorithm, const Limit& 
   append(cost);
 }
 
-Decision DecisionFromRedisReply(const long long* five) {
+Decision DecisionFromRedisReply(const long long* three, Algorithm algorithm, const Limit& limit) {
   // Microseconds to a Duration; the script's durations stay below 2^53 us, whose
   // nanoseconds fit 63 bits, but a reply is clamped rather than trusted to.
   static constexpr long long kMaxMicros = std::numeric_limits<int64_t>::max() / 1000;
@@ -392,11 +386,13 @@ Decision DecisionFromRedisReply(const long long* five) {
     return Duration(std::chrono::microseconds(std::clamp<long long>(us, 0, kMaxMicros)));
   };
   Decision d;
-  d.allowed = five[0] != 0;
-  d.limit = static_cast<uint64_t>(std::max<long long>(five[1], 0));
-  d.remaining = static_cast<uint64_t>(std::max<long long>(five[2], 0));
-  d.reset_after = micros(five[3]);
-  d.retry_after = five[4] < 0 ? Decision::kNever : micros(five[4]);
+  d.allowed = three[0] >= 0;
+  d.remaining = static_cast<uint64_t>(d.allowed ? three[0] : -1 - three[0]);
+  // What the algorithms answer as the limit (src/core/algorithms.cc): the capacity,
+  // or 0 for a limit of 0, which refuses everything.
+  d.limit = limit.limit == 0 ? 0 : Capacity(algorithm, limit);
+  d.reset_after = micros(three[1]);
+  d.retry_after = three[2] < 0 ? Decision::kNever : micros(three[2]);
   return d;
 }
 

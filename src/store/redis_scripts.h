@@ -22,9 +22,10 @@
 //               RedisAlgorithmCode as one byte, then limit, period in microseconds,
 //               burst and cost as little-endian 64-bit integers.
 // Reply: a flat array of kRedisReplyPerDecision * n integers, decision i's at
-// 5 * (i - 1) + 1...: allowed (0/1), limit, remaining, reset_after_us, retry_after_us
-// or -1 for never. n is bounded by Lua's stack (the script unpacks KEYS for one MGET):
-// up to 7,990 keys pass, 8,000 fail; the store sends a few dozen. n = 0 answers an
+// 3 * (i - 1) + 1...: remaining when allowed or -1 - remaining when refused,
+// reset_after_us, retry_after_us or -1 for never (the limit a decision reports follows
+// from its policy). n is bounded by Lua's stack (the script unpacks KEYS for one MGET):
+// up to 7,990 keys pass, 8,000 fail; the store sends at most 256. n = 0 answers an
 // empty array.
 //
 // Each key's state is one string of little-endian doubles (struct.pack('<d...'); read
@@ -76,10 +77,11 @@ inline constexpr size_t kRedisDecisionArgSize = 33;
 // period in microseconds, the burst and the cost. REQUIRES: FitsRedisArithmetic(limit).
 void AppendRedisDecisionArg(std::string& out, Algorithm algorithm, const Limit& limit,
                             uint64_t cost);
-inline constexpr int kRedisReplyPerDecision = 5;  // allowed, limit, remaining, reset_after_us,
-                                                  // retry_after_us|-1
-// One decision from its five reply integers (retry_after -1 means Decision::kNever).
-Decision DecisionFromRedisReply(const long long* five);
+// remaining if allowed, else -1 - remaining; reset_after_us; retry_after_us or -1.
+inline constexpr int kRedisReplyPerDecision = 3;
+// One decision from its three reply integers (retry_after -1 means Decision::kNever)
+// and its request's policy, which gives the limit the decision reports.
+Decision DecisionFromRedisReply(const long long* three, Algorithm algorithm, const Limit& limit);
 
 }  // namespace sluice::store
 

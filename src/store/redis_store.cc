@@ -598,8 +598,8 @@ void RedisStore::OnBatchReply(Node& node, Batch& batch, const RedisReply& reply)
         for (int v = 0; v < kRedisReplyPerDecision; ++v)
           values[v] =
               reply.integer(reply.element(RedisReply::kRoot, i * kRedisReplyPerDecision + v));
-        const Decision decision = DecisionFromRedisReply(values);
         const Batch::Entry& e = batch.entries[i];
+        const Decision decision = DecisionFromRedisReply(values, e.algorithm, e.limit);
         if (!decision.allowed)
           RememberDenial(batch.StoreKey(e), batch.RequestOf(e), decision, batch.sent);
         e.done->OnDecision(decision);

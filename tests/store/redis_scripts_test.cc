@@ -156,11 +156,11 @@ int DecideAndCompare(RedisClient& client, const std::string& sha, std::vector<Tr
   for (size_t i = 0; i < batch.size(); ++i) {
     TracedKey& k = keys[batch[i].key];
     const Decision want = k.reference.Decide(k.reference_limit, now_us, batch[i].cost);
-    const RedisReply* five = &got.elements[kRedisReplyPerDecision * i];
+    const RedisReply* three = &got.elements[kRedisReplyPerDecision * i];
     long long integers[kRedisReplyPerDecision];
     for (int j = 0; j < kRedisReplyPerDecision; ++j) {
-      EXPECT_EQ(five[j].type, RedisReply::Type::kInteger) << five[j].ToString();
-      integers[j] = five[j].integer;
+      EXPECT_EQ(three[j].type, RedisReply::Type::kInteger) << three[j].ToString();
+      integers[j] = three[j].integer;
     }
     const std::string at = where + " entry " + std::to_string(i) + " of " +
                            std::to_string(batch.size()) + ": key " + k.name + " (" +
@@ -168,15 +168,13 @@ int DecideAndCompare(RedisClient& client, const std::string& sha, std::vector<Tr
                            std::to_string(k.limit) + " burst " + std::to_string(k.burst) +
                            " period_us " + std::to_string(k.period_us) + " cost " +
                            std::to_string(batch[i].cost) + " now_us " + std::to_string(now_us);
-    const bool same =
-        integers[0] == (want.allowed ? 1 : 0) && static_cast<uint64_t>(integers[1]) == want.limit &&
-        static_cast<uint64_t>(integers[2]) == want.remaining &&
-        integers[3] == Micros(want.reset_after) && integers[4] == Micros(want.retry_after);
+    // Every field, the limit included (which the store takes from the policy).
+    const Decision decision = DecisionFromRedisReply(
+        integers, k.algorithm, Limit{k.limit, std::chrono::microseconds(k.period_us), k.burst});
+    const bool same = Describe(decision) == Describe(InMicros(want));
     EXPECT_TRUE(same) << at << "\n  script " << integers[0] << " " << integers[1] << " "
-                      << integers[2] << " " << integers[3] << " " << integers[4] << "\n  C++    "
-                      << Describe(want);
-    const Decision decision = DecisionFromRedisReply(integers);
-    EXPECT_EQ(Describe(decision), Describe(InMicros(want))) << at;
+                      << integers[2] << " -> " << Describe(decision) << "\n  C++    "
+                      << Describe(InMicros(want));
     if (decisions != nullptr) decisions->push_back(decision);
     if (!same) return compared;
     ++compared;
@@ -275,11 +273,10 @@ TEST_P(RedisScriptPerAlgorithmTest, RealTimeKeysExpireWhenTheirStateIsWhole) {
   const std::string one = Arg(algorithm, 5, 60'000'000, 5, 1);
   // The same key twice in one call: one TTL, that of the state the second left.
   const RedisReply got = client_->Command("EVALSHA", sha_, 2, key, key, "", one, one);
-  ASSERT_EQ(got.elements.size(), 10u) << got.ToString();
-  EXPECT_EQ(got.elements[0].integer, 1);
-  EXPECT_EQ(got.elements[5].integer, 1);
-  EXPECT_EQ(got.elements[7].integer, 3);  // remaining: the second saw the first's state
-  const long long reset_after_ms = got.elements[8].integer / 1000;
+  ASSERT_EQ(got.elements.size(), 6u) << got.ToString();
+  EXPECT_EQ(got.elements[0].integer, 4);  // allowed, 4 remaining
+  EXPECT_EQ(got.elements[3].integer, 3);  // the second saw the first's state
+  const long long reset_after_ms = got.elements[4].integer / 1000;
   const RedisReply ttl = client_->Command("PTTL", key);
   // At least the state's useful life, at most twice it (plus the margin of whole ms).
   EXPECT_GE(ttl.integer, reset_after_ms - 100);  // less the time this test took
@@ -304,8 +301,8 @@ TEST_F(RedisScriptTest, TheTtlGrowsOnlyWhenTheStateOutlivesIt) {
   auto take = [&](uint64_t tokens) {
     const RedisReply got = client_->Command("EVALSHA", sha_, 1, key, "",
                                             Arg(Algorithm::kTokenBucket, 5, 60'000'000, 5, tokens));
-    EXPECT_EQ(got.elements.size(), 5u) << got.ToString();
-    return got.elements.size() == 5 ? got.elements[3].integer / 1000 : 0;  // reset_after ms
+    EXPECT_EQ(got.elements.size(), 3u) << got.ToString();
+    return got.elements.size() == 3 ? got.elements[1].integer / 1000 : 0;  // reset_after ms
   };
   const long long first_reset = take(2);
   EXPECT_NEAR(first_reset, 24'000, 5);
@@ -383,8 +380,8 @@ TEST_F(RedisScriptTest, EachKeyIsReadOnceAndWrittenOnce) {
   for (int i = 0; i < 16; ++i) args.push_back(Arg(Algorithm::kTokenBucket, 100, 1'000'000, 100, 1));
   ASSERT_FALSE(client_->Command("CONFIG", "RESETSTAT").is_error());
   const RedisReply got = client_->CommandArgv(args);
-  ASSERT_EQ(got.elements.size(), 80u) << got.ToString();
-  EXPECT_EQ(got.elements[75 + 2].integer, 96);  // the fourth on its key: 100 - 4
+  ASSERT_EQ(got.elements.size(), 48u) << got.ToString();
+  EXPECT_EQ(got.elements[45].integer, 96);  // the fourth on its key: 100 - 4 remaining
   const std::string stats = client_->Command("INFO", "commandstats").text;
   EXPECT_NE(stats.find("cmdstat_mget:calls=1,"), std::string::npos) << stats;
   EXPECT_NE(stats.find("cmdstat_set:calls=4,"), std::string::npos) << stats;
@@ -398,16 +395,15 @@ TEST_F(RedisScriptTest, AKeyOfAnotherTypeCountsAsEmptyAndIsReplaced) {
   ASSERT_FALSE(client_->Command("HSET", "old:format", "l", 1, "k", 2).is_error());
   const std::string two = Arg(Algorithm::kFixedWindow, 5, 1'000'000, 5, 2);
   RedisReply got = client_->Command("EVALSHA", sha_, 1, "old:format", 1'000'000, two);
-  ASSERT_EQ(got.elements.size(), 5u) << got.ToString();
-  EXPECT_EQ(got.elements[0].integer, 1);
-  EXPECT_EQ(got.elements[2].integer, 3);
+  ASSERT_EQ(got.elements.size(), 3u) << got.ToString();
+  EXPECT_EQ(got.elements[0].integer, 3);  // allowed, 3 remaining: no state was read
   EXPECT_EQ(client_->Command("TYPE", "old:format").text, "string");
   // So does a string of another size: the format before states carried their expiry
   // ({last, count}, 16 bytes).
   ASSERT_FALSE(client_->Command("SET", "old:size", std::string(16, '\x7f')).is_error());
   got = client_->Command("EVALSHA", sha_, 1, "old:size", 1'000'000, two);
-  ASSERT_EQ(got.elements.size(), 5u) << got.ToString();
-  EXPECT_EQ(got.elements[2].integer, 3);
+  ASSERT_EQ(got.elements.size(), 3u) << got.ToString();
+  EXPECT_EQ(got.elements[0].integer, 3);
 }
 
 // Writes come after every decision, so a bad entry fails the call with no effect.
@@ -432,18 +428,29 @@ TEST_F(RedisScriptTest, AnEmptyBatchAnswersAnEmptyArray) {
   EXPECT_TRUE(got.elements.empty());
 }
 
-TEST(RedisReplyTest, DecisionFromTheFiveIntegers) {
-  const long long allowed[] = {1, 10, 7, 1'500'000, 0};
-  const Decision a = DecisionFromRedisReply(allowed);
+TEST(RedisReplyTest, DecisionFromTheThreeIntegers) {
+  using std::chrono::milliseconds;
+  const Limit per_second{10, std::chrono::seconds(1), 20};
+  const long long allowed[] = {7, 1'500'000, 0};
+  const Decision a = DecisionFromRedisReply(allowed, Algorithm::kTokenBucket, per_second);
   EXPECT_TRUE(a.allowed);
-  EXPECT_EQ(a.limit, 10u);
+  EXPECT_EQ(a.limit, 20u);  // a bucket's capacity is its burst
   EXPECT_EQ(a.remaining, 7u);
-  EXPECT_EQ(a.reset_after, std::chrono::milliseconds(1500));
+  EXPECT_EQ(a.reset_after, milliseconds(1500));
   EXPECT_EQ(a.retry_after, Duration(0));
-  const long long never[] = {0, 0, 0, 0, -1};
-  EXPECT_EQ(DecisionFromRedisReply(never).retry_after, Decision::kNever);
-  const long long denied[] = {0, 5, 0, 2'000, 1'000};
-  EXPECT_EQ(DecisionFromRedisReply(denied).retry_after, std::chrono::milliseconds(1));
+  EXPECT_EQ(DecisionFromRedisReply(allowed, Algorithm::kFixedWindow, per_second).limit, 10u);
+  const long long denied[] = {-1 - 2, 2'000, 1'000};  // refused with 2 remaining
+  const Decision d = DecisionFromRedisReply(denied, Algorithm::kFixedWindow, per_second);
+  EXPECT_FALSE(d.allowed);
+  EXPECT_EQ(d.remaining, 2u);
+  EXPECT_EQ(d.retry_after, milliseconds(1));
+  const long long never[] = {-1, 0, -1};
+  const Limit zero{0, std::chrono::seconds(1), 5};
+  const Decision n = DecisionFromRedisReply(never, Algorithm::kGcra, zero);
+  EXPECT_FALSE(n.allowed);
+  EXPECT_EQ(n.remaining, 0u);
+  EXPECT_EQ(n.retry_after, Decision::kNever);
+  EXPECT_EQ(n.limit, 0u);  // a limit of 0 reports 0, whatever the burst
 }
 
 TEST(RedisArithmeticTest, PoliciesPastTheExactRangeAreRefused) {
