@@ -130,6 +130,29 @@ void Registry::SetStoreBackend(std::string_view backend) {
   store_backend_ = backend;
 }
 
+std::string Registry::store_backend() const {
+  std::lock_guard lock(mutex_);
+  return store_backend_;
+}
+
+std::vector<Registry::NodeStatus> Registry::StoreNodes() const {
+  std::lock_guard lock(mutex_);
+  return StoreNodesLocked();
+}
+
+std::vector<Registry::NodeStatus> Registry::StoreNodesLocked() const {
+  std::vector<NodeStatus> nodes;
+  for (size_t n = 0; n < node_names_.size(); ++n) {
+    int up = -1;  // no worker has reported on the node yet
+    for (const auto& w : workers_) {
+      const int v = w->node_up[n].load(std::memory_order_relaxed);
+      if (v >= 0) up = up < 0 ? v : std::min(up, v);
+    }
+    if (up >= 0) nodes.push_back({node_names_[n], up == 1});
+  }
+  return nodes;
+}
+
 WorkerMetrics& Registry::AddWorker() {
   std::lock_guard lock(mutex_);
   workers_.push_back(std::make_unique<WorkerMetrics>());
@@ -199,16 +222,9 @@ std::string Registry::Render() const {
     out +=
         "# HELP sluice_store_node_up Whether every worker's connection to the node is up "
         "(breaker closed).\n# TYPE sluice_store_node_up gauge\n";
-    for (size_t n = 0; n < node_names_.size(); ++n) {
-      int up = -1;
-      for (const auto& w : workers_) {
-        const int v = w->node_up[n].load(std::memory_order_relaxed);
-        if (v >= 0) up = up < 0 ? v : std::min(up, v);
-      }
-      if (up >= 0)
-        fmt::format_to(it, "sluice_store_node_up{{node=\"{}\"}} {}\n", EscapeLabel(node_names_[n]),
-                       up);
-    }
+    for (const NodeStatus& node : StoreNodesLocked())
+      fmt::format_to(it, "sluice_store_node_up{{node=\"{}\"}} {}\n", EscapeLabel(node.name),
+                     node.up ? 1 : 0);
   }
   fmt::format_to(it,
                  "# HELP sluice_connections_active Client connections open now.\n"

@@ -130,6 +130,14 @@ class Registry {
   size_t NodeSlot(std::string_view name);
   // Which backend the store operations are reported for ("memory" or "redis").
   void SetStoreBackend(std::string_view backend);
+  std::string store_backend() const;
+  // Each Redis node a worker has reported on, up only when every reporting worker's
+  // breaker for it is closed (as sluice_store_node_up).
+  struct NodeStatus {
+    std::string name;
+    bool up = false;
+  };
+  std::vector<NodeStatus> StoreNodes() const;
 
   // The Prometheus text exposition (format 0.0.4) of everything.
   std::string Render() const;
@@ -137,6 +145,7 @@ class Registry {
  private:
   mutable std::mutex mutex_;
   std::vector<std::string> slot_names_;                 // guarded by mutex_
+  std::vector<NodeStatus> StoreNodesLocked() const;     // REQUIRES: mutex_ held
   std::vector<std::string> node_names_;                 // guarded by mutex_
   std::string store_backend_ = "memory";                // guarded by mutex_
   std::deque<std::unique_ptr<WorkerMetrics>> workers_;  // guarded by mutex_

@@ -568,6 +568,28 @@ class AdminServer final : public http::RequestHandler {
   void Run() { loop_.Run(); }
   net::EventLoop& loop() { return loop_; }
 
+  // Ready while not draining. A Redis node that is down does not make the instance
+  // unready: its requests are decided by on_failure, and taking every instance out of
+  // the load balancer would turn a Redis outage into a whole one. The body says which
+  // nodes are up, for the operator and for probes that want to know.
+  std::string ReadyBody() {
+    std::string body = "{\"status\":\"ready\",\"store\":{\"backend\":";
+    AppendJsonString(body, server_.registry().store_backend());
+    const auto nodes = server_.registry().StoreNodes();
+    if (!nodes.empty()) {
+      body += ",\"nodes\":[";
+      for (size_t i = 0; i < nodes.size(); ++i) {
+        if (i > 0) body += ',';
+        body += "{\"node\":";
+        AppendJsonString(body, nodes[i].name);
+        body += nodes[i].up ? ",\"up\":true}" : ",\"up\":false}";
+      }
+      body += ']';
+    }
+    body += "}}\n";
+    return body;
+  }
+
   void OnRequest(http::ServerConnection& c, const http::Request& r) override {
     const bool get = r.method == "GET" || r.method == "HEAD";
     if (r.path == "/metrics" && get) {
@@ -578,7 +600,7 @@ class AdminServer final : public http::RequestHandler {
       if (server_.draining()) {
         c.Respond(503, "", "application/json", "{\"status\":\"draining\"}\n");
       } else {
-        c.Respond(200, "", "application/json", "{\"status\":\"ready\"}\n");
+        c.Respond(200, "", "application/json", ReadyBody());
       }
     } else if (r.path == "/v1/reload" && r.method == "POST") {
       const std::string errors = server_.Reload();

@@ -231,10 +231,27 @@ TEST_P(FailurePolicyTest, RedisStoppedAndRestartedUnderLoad) {
   std::this_thread::sleep_for(Millis(300));
   ASSERT_TRUE(redis.Stop());
   redis_down = true;
-  std::this_thread::sleep_for(Millis(1000));
+  // Still ready (on_failure decides), and /readyz says the node is down.
+  const std::string node_down = fmt::format(R"({{"node":"{}","up":false}})", redis.address());
+  std::string ready_body;
+  EXPECT_TRUE(WaitFor(
+      [&] {
+        const HttpResponse r = FetchGet(sluice.admin_port(), "/readyz");
+        ready_body = r.body;
+        return r.status == 200 && r.body.find(node_down) != std::string::npos;
+      },
+      Millis(900)))
+      << ready_body;
+  std::this_thread::sleep_for(Millis(300));
   redis_down = false;
   ASSERT_TRUE(redis.Start()) << redis.error();
   ASSERT_TRUE(WaitStoreUp(sluice, {&redis}));
+  EXPECT_EQ(
+      FetchGet(sluice.admin_port(), "/readyz").body,
+      fmt::format(
+          R"({{"status":"ready","store":{{"backend":"redis","nodes":[{{"node":"{}","up":true}}]}}}})"
+          "\n",
+          redis.address()));
   std::this_thread::sleep_for(Millis(300));
   stop = true;
   for (std::thread& t : load) t.join();

@@ -1533,6 +1533,7 @@ TEST(ServerTest, SigtermAnswersHeldRequestThenExitsZero) {
   START_SLUICE(sluice, Config(kOneASecondDelayRule));
   const HttpResponse ready = FetchGet(sluice.admin_port(), "/readyz");
   EXPECT_EQ(ready.status, 200) << ready.Describe();
+  EXPECT_EQ(ready.body, "{\"status\":\"ready\",\"store\":{\"backend\":\"memory\"}}\n");
 
   HttpClient idle(sluice.port());
   EXPECT_EQ(idle.Get("/", {{"X-K", "idle"}}).status, 200);
