@@ -39,10 +39,13 @@ bench: build
 bench-http: build
 	bench/http_peers.sh
 
-# sluice's Redis store against a one-key EVALSHA token bucket (redis-benchmark -P 16)
-# and against the memory store, on a redis-server of its own (installs wrk,
-# redis-server and redis-tools when missing).
+# sluice's Redis store against a one-key EVALSHA token bucket (redis-benchmark -P 16):
+# Redis CPU per decision with Redis busy (redis_capacity.sh, about a minute), then
+# through the HTTP server against the memory store and in a flood (redis_store.sh,
+# about 4.5 minutes); each on a redis-server of its own (installs wrk, redis-server
+# and redis-tools when missing).
 bench-redis: build
+	bench/redis_capacity.sh
 	bench/redis_store.sh
 
 fuzz:
