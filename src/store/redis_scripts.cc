@@ -74,9 +74,10 @@ for i = 1, n do
     reply[r + 2] = 0
     reply[r + 3] = NEVER
   else
-    -- Every state starts with its key's expiry in ms (0: no TTL, test times), then
-    -- `last`, the latest time the state has seen. A string of the wrong size for the
-    -- algorithm (another format) counts as no state.
+    -- Every state starts with its key's expiry in ms (0: no TTL, test times) times 8
+    -- plus the algorithm's code, then `last`, the latest time the state has seen. A
+    -- string of the wrong size or of another algorithm (a rule whose algorithm a
+    -- reload changed, an older format) counts as no state.
     local size = raw and #raw or 0
     local expires, last, t = 0, 0, 0
     local allowed, remaining, reset_after, retry_after
@@ -94,7 +95,14 @@ for i = 1, n do
       local capacity = burst * period
       local stored = 0
       if size ~= 24 then raw = false end
-      if raw then expires, last, stored = sunpack('<ddd', raw) end
+      if raw then
+        expires, last, stored = sunpack('<ddd', raw)
+        if expires % 8 == code then
+          expires = (expires - code) / 8
+        else
+          raw, expires, last, stored = false, 0, 0, 0
+        end
+      end
       t = now
       if t < last then t = last end
       if t < 0 then t = 0 end
@@ -137,7 +145,14 @@ for i = 1, n do
       -- DecideFixedWindow. The state is {expires, last, count}.
       local count = 0
       if size ~= 24 then raw = false end
-      if raw then expires, last, count = sunpack('<ddd', raw) end
+      if raw then
+        expires, last, count = sunpack('<ddd', raw)
+        if expires % 8 == code then
+          expires = (expires - code) / 8
+        else
+          raw, expires, last, count = false, 0, 0, 0
+        end
+      end
       t = now
       if t < last then t = last end
       if t < 0 then t = 0 end
@@ -162,7 +177,14 @@ for i = 1, n do
       -- Counts weigh in units of 1/period of a request.
       local previous, current = 0, 0
       if size ~= 32 then raw = false end
-      if raw then expires, last, previous, current = sunpack('<dddd', raw) end
+      if raw then
+        expires, last, previous, current = sunpack('<dddd', raw)
+        if expires % 8 == code then
+          expires = (expires - code) / 8
+        else
+          raw, expires, last, previous, current = false, 0, 0, 0, 0
+        end
+      end
       t = now
       if t < last then t = last end
       if t < 0 then t = 0 end
@@ -223,9 +245,13 @@ for i = 1, n do
       if size < 24 or (size - 24) % 16 ~= 0 then raw = false end
       if raw then
         expires, last, count = sunpack('<ddd', raw)
-      else
-        size = 0
+        if expires % 8 == code then
+          expires = (expires - code) / 8
+        else
+          raw, expires, last, count = false, 0, 0, 0
+        end
       end
+      if not raw then size = 0 end
       t = now
       if t < last then t = last end
       if t < 0 then t = 0 end
@@ -269,7 +295,7 @@ for i = 1, n do
             at = at + 16
             run_t, run_units = sunpack('<dd', raw, at)
             seen = seen + run_units
-          until seen >= k
+          until seen >= k or at + 16 > size - 15  -- (a consistent log ends it first)
           retry_after = run_t + period - t
         end
       end
@@ -301,9 +327,9 @@ for i = 1, n do
         end
       end
       if code == 4 then
-        state[key] = pack('<dddd', keep_until, t, f3, f4)
+        state[key] = pack('<dddd', keep_until * 8 + code, t, f3, f4)
       else
-        state[key] = pack('<ddd', keep_until, t, f3) .. tail
+        state[key] = pack('<ddd', keep_until * 8 + code, t, f3) .. tail
       end
     else
       state[key] = false
@@ -375,7 +401,9 @@ void AppendRedisDecisionArg(std::string& out, Algorithm algorithm, const Limit& 
   append(limit.limit);
   append(static_cast<uint64_t>(std::chrono::nanoseconds(limit.period).count() / 1000));
   append(limit.burst);
-  append(cost);
+  // The script reads signed numbers exact below 2^53; any cost past the capacity is
+  // refused for ever, and 2^53 is past every capacity FitsRedisArithmetic allows.
+  append(std::min<uint64_t>(cost, uint64_t{1} << 53));
 }
 
 Decision DecisionFromRedisReply(const long long* three, Algorithm algorithm, const Limit& limit) {

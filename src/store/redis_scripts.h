@@ -6,8 +6,8 @@
 // script start instead of n. The rules are those of src/core/algorithms.h, line for
 // line, in whole microseconds: Lua 5.1 numbers are doubles, exact for integers below
 // 2^53, and every product here is at most 3 * limit * period_us, which the Redis backend
-// keeps below 2^53 (docs/architecture.md). Divisions go through an exact integer
-// division, since a double quotient can round up to the next integer.
+// keeps below 2^53 (docs/architecture.md). Divisions floor the double quotient, which
+// is exact for numerators below 2^53 (the script says why).
 //
 //   KEYS[1..n]  the state keys. A key may appear several times: the entries are decided
 //               strictly in order, each seeing the state the previous one left, so the
@@ -31,8 +31,10 @@
 // Each key's state is one string of little-endian doubles (struct.pack('<d...'); read
 // with struct.unpack), every one an integer below 2^53, so exact; doubles pack and
 // unpack faster than struct's 64-bit integers. `expires` is when the key's TTL
-// ends, in ms of the server's clock (0: no TTL), and `last` the latest time the state
-// has seen, in microseconds. Quantities are in units of 1/period_us of a request:
+// ends, in ms of the server's clock (0: no TTL), times 8 plus the algorithm's code, so
+// that a state left by another algorithm (a reload changed the rule's) reads as none;
+// `last` is the latest time the state has seen, in microseconds. Quantities are in units of
+// 1/period_us of a request:
 //   token_bucket            {expires, last, tokens left x period_us}
 //   leaky_bucket            {expires, last, level x period_us}
 //   gcra                    {expires, last, backlog x period_us}
@@ -71,7 +73,6 @@ bool FitsRedisArithmetic(const Limit& limit);
 std::string_view RedisDecideScript();
 // The algorithm's code in the script's arguments (0..5).
 int RedisAlgorithmCode(Algorithm algorithm);
-inline constexpr int kRedisArgsPerDecision = 1;
 inline constexpr size_t kRedisDecisionArgSize = 33;
 // Appends decision's argument (ARGV[1 + i]): the algorithm's code, the limit, the
 // period in microseconds, the burst and the cost. REQUIRES: FitsRedisArithmetic(limit).

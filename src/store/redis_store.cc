@@ -26,12 +26,6 @@ std::vector<std::string> NodeNames(const std::vector<net::Endpoint>& nodes) {
   return names;
 }
 
-void AppendNumber(std::string& out, uint64_t value) {
-  char digits[20];
-  const auto [end, ec] = std::to_chars(digits, digits + sizeof(digits), value);
-  out.append(digits, static_cast<size_t>(end - digits));
-}
-
 // CRC16-CCITT (XMODEM: polynomial 0x1021, initial 0), as Redis Cluster hashes keys.
 constexpr std::array<uint16_t, 256> MakeCrc16Table() {
   std::array<uint16_t, 256> table{};
@@ -204,6 +198,7 @@ RedisStore::RedisStore(net::EventLoop& loop, Options options, metrics::Registry*
   if (options_.cluster) {
     slot_owner_.assign(kSlots, -1);
     slot_batches_.assign(kSlots, nullptr);
+    merge_targets_.assign(kSlots, nullptr);
   }
   SLUICE_CHECK(options_.on_failure != OnFailure::kLocal || options_.local != nullptr);
   for (size_t i = 0; i < options_.nodes.size(); ++i) {
@@ -382,21 +377,28 @@ void RedisStore::Flush() {
 // answers: a key refused by the reply just received is not asked about again.
 void RedisStore::SendQueued(Node& node) {
   sending_.swap(node.queued);
-  // Batches that queued up behind the last call (one per loop turn) go as few calls
-  // as max_batch allows; in cluster mode only batches of one slot can be one call.
-  size_t into = 0;
-  for (size_t i = 1; i < sending_.size(); ++i) {
-    Batch* target = sending_[into];
+  // Batches that queued up behind the last call (one per loop turn, or per slot and
+  // turn in cluster mode) go as few calls as max_batch allows. A batch joins the
+  // latest one of its slot (ring mode: all are slot -1), so decisions of one key stay
+  // in order; batches of different slots are independent.
+  size_t kept = 0;
+  Batch* ring_target = nullptr;
+  for (size_t i = 0; i < sending_.size(); ++i) {
     Batch* next = sending_[i];
-    if (next->slot == target->slot &&
-        target->entries.size() + next->entries.size() <= options_.max_batch) {
+    Batch*& target =
+        next->slot >= 0 ? merge_targets_[static_cast<size_t>(next->slot)] : ring_target;
+    if (target != nullptr && target->entries.size() + next->entries.size() <= options_.max_batch) {
       target->Absorb(*next);
       Recycle(next);
     } else {
-      sending_[++into] = next;
+      sending_[kept++] = next;
+      target = next;
     }
   }
-  if (!sending_.empty()) sending_.resize(into + 1);
+  sending_.resize(kept);
+  for (Batch* batch : sending_) {
+    if (batch->slot >= 0) merge_targets_[static_cast<size_t>(batch->slot)] = nullptr;
+  }
   const Timestamp now = loop_.now();
   for (Batch* batch : sending_) {
     auto& entries = batch->entries;
@@ -658,19 +660,21 @@ void RedisStore::Node::OnDisconnected(std::string_view why) {
 void RedisStore::ArmTimeout(Node& node) {
   if (node.timeout_timer != net::EventLoop::kNoTimer) return;
   // Answered batches stay in line for their replies; the deadline that matters is
-  // the first one still waiting, sent or queued (a queued batch was started after
-  // every sent one, but a resent batch keeps its first deadline).
+  // the earliest of those still waiting, sent or queued. Not the first in line: a
+  // batch keeps the deadline it got when it was started, so one that waited in the
+  // queue, or was resent after NOSCRIPT or a redirection, can be behind commands
+  // with later deadlines.
   std::optional<Timestamp> first;
+  auto consider = [&first](Timestamp deadline) {
+    if (!first || deadline < *first) first = deadline;
+  };
   for (const InFlight& f : node.in_flight) {
     // CLUSTER SLOTS and ASKING have no deadline of their own: a batch behind them does.
     if (f.kind == InFlight::Kind::kClusterSlots || f.kind == InFlight::Kind::kAsking) continue;
     if (f.kind == InFlight::Kind::kBatch && f.batch->answered) continue;
-    first = f.deadline;
-    break;
+    consider(f.deadline);
   }
-  for (const Batch* batch : node.queued) {
-    if (!first || batch->deadline < *first) first = batch->deadline;
-  }
+  for (const Batch* batch : node.queued) consider(batch->deadline);
   if (!first) return;
   Node* n = &node;
   node.timeout_timer = loop_.RunAt(*first, [this, n] { OnTimeoutTimer(*n); });
@@ -681,10 +685,15 @@ void RedisStore::OnTimeoutTimer(Node& node) {
   const Timestamp now = loop_.now();
   bool probe_timed_out = false;
   // Marked first and answered after: an answer can lead to new decisions (the next
-  // pipelined request of a connection), which may add to in_flight.
+  // pipelined request of a connection), which may queue batches.
   timed_out_.clear();
   for (InFlight& f : node.in_flight) {
-    if (f.deadline > now) break;
+    // Every entry, not up to the first one not due: deadlines are not in line order
+    // (ArmTimeout).
+    if (f.deadline > now || f.kind == InFlight::Kind::kClusterSlots ||
+        f.kind == InFlight::Kind::kAsking) {
+      continue;
+    }
     if (f.kind == InFlight::Kind::kScriptLoad) {
       probe_timed_out = true;
       continue;

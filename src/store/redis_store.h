@@ -5,9 +5,11 @@
 // every node, opened at start and re-opened with backoff, so no request ever waits
 // for a connection to be set up. A decision goes to the node that owns its key
 // (`sluice:{<rule>:<client>}`) and joins that node's batch for the current loop
-// turn; when the turn ends each node gets one EVALSHA of the batch script
+// turn; when the turn ends the node's batch is sent as one EVALSHA of the batch script
 // (src/store/redis_scripts.h), which decides the batch's requests in order against
-// Redis's clock, atomically. The replies come back in order on the same connection.
+// Redis's clock, atomically, unless a call to the node is still unanswered: then the
+// batches wait and go together, up to max_batch a call, when its reply is in. The
+// replies come back in order on the same connection.
 //
 // Failure: every command has `command_timeout`; a decision whose node is down, whose
 // breaker is open, whose command timed out or failed is decided by `on_failure`
@@ -95,7 +97,8 @@ class RedisStore final : public Store {
     uint64_t decided = 0;         // decisions answered by Redis
     uint64_t deny_cached = 0;     // refused by the deny cache
     uint64_t by_policy = 0;       // decided by on_failure
-    uint64_t timeouts = 0;        // commands that timed out
+    uint64_t timeouts = 0;        // batches answered by the policy at their deadline,
+                                  // sent or still queued
     uint64_t moved = 0;           // cluster: MOVED redirections followed
     uint64_t asked = 0;           // cluster: ASK redirections followed
     uint64_t slot_refreshes = 0;  // cluster: slot maps received
@@ -163,6 +166,7 @@ class RedisStore final : public Store {
   // a batch.
   std::vector<int> slot_owner_;
   std::vector<Batch*> slot_batches_;
+  std::vector<Batch*> merge_targets_;  // scratch for SendQueued: a slot's latest batch
   std::vector<int> touched_slots_;
   bool refresh_pending_ = false;
   Timestamp refresh_sent_{};

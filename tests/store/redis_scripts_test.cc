@@ -69,10 +69,6 @@ std::string Arg(Algorithm algorithm, uint64_t limit, int64_t period_us, uint64_t
   return out;
 }
 
-int64_t Micros(Duration d) {
-  return d == Decision::kNever ? -1 : std::chrono::nanoseconds(d).count();
-}
-
 // The C++ decision (durations in microseconds counted as nanoseconds) as the store
 // sees the script's: durations in real microseconds.
 Decision InMicros(Decision d) {
@@ -404,6 +400,39 @@ TEST_F(RedisScriptTest, AKeyOfAnotherTypeCountsAsEmptyAndIsReplaced) {
   got = client_->Command("EVALSHA", sha_, 1, "old:size", 1'000'000, two);
   ASSERT_EQ(got.elements.size(), 3u) << got.ToString();
   EXPECT_EQ(got.elements[0].integer, 3);
+}
+
+// A rule whose algorithm a reload changed finds the old state under the same key: it
+// reads as none (each state carries its algorithm), and never as a corrupt one.
+TEST_F(RedisScriptTest, AStateOfAnotherAlgorithmReadsAsNone) {
+  const int64_t now_us = 1'800'000'000'000'000;
+  for (const Algorithm first : kAllAlgorithms) {
+    for (const Algorithm then : kAllAlgorithms) {
+      if (first == then) continue;
+      const std::string key =
+          "swap:" + std::string(AlgorithmName(first)) + ":" + std::string(AlgorithmName(then));
+      // Three of five used under the first algorithm.
+      RedisReply got =
+          client_->Command("EVALSHA", sha_, 1, key, now_us, Arg(first, 5, 60'000'000, 5, 3));
+      ASSERT_EQ(got.elements.size(), 3u) << got.ToString();
+      ASSERT_EQ(got.elements[0].integer, 2) << AlgorithmName(first);
+      // Under the second, a fresh state: a cost of 4 passes with 1 left.
+      got = client_->Command("EVALSHA", sha_, 1, key, now_us, Arg(then, 5, 60'000'000, 5, 4));
+      ASSERT_EQ(got.elements.size(), 3u) << got.ToString();
+      EXPECT_EQ(got.elements[0].integer, 1)
+          << AlgorithmName(first) << " then " << AlgorithmName(then);
+    }
+  }
+}
+
+// A cost past what the script's numbers hold is refused for ever, not read as negative.
+TEST_F(RedisScriptTest, AHugeCostIsRefusedForEver) {
+  const RedisReply got =
+      client_->Command("EVALSHA", sha_, 1, "huge", 1'000'000,
+                       Arg(Algorithm::kTokenBucket, 5, 1'000'000, 5, ~uint64_t{0}));
+  ASSERT_EQ(got.elements.size(), 3u) << got.ToString();
+  EXPECT_EQ(got.elements[0].integer, -1 - 5);  // refused, the bucket untouched
+  EXPECT_EQ(got.elements[2].integer, -1);      // never
 }
 
 // Writes come after every decision, so a bad entry fails the call with no effect.
