@@ -81,8 +81,30 @@ for i = 1, n do
     local size = raw and #raw or 0
     local expires, last, t = 0, 0, 0
     local allowed, remaining, reset_after, retry_after
-    local f3, f4 = 0, 0  -- the state's third and fourth numbers
+    local f3, f4 = 0, 0  -- the state's third and fourth numbers, read then written
     local tail = ''       -- the log's runs
+    if raw then
+      local valid
+      if code == 4 then
+        valid = size == 32
+      elseif code == 3 then
+        valid = size >= 24 and (size - 24) % 16 == 0
+      else
+        valid = size == 24
+      end
+      if valid then
+        local tag
+        if code == 4 then
+          tag, last, f3, f4 = sunpack('<dddd', raw)
+        else
+          tag, last, f3 = sunpack('<ddd', raw)
+        end
+        valid = tag % 8 == code
+        expires = (tag - code) / 8
+      end
+      if not valid then raw, expires, last, f3, f4 = false, 0, 0, 0, 0 end
+    end
+    if not raw then size = 0 end
     if code == 0 or code == 1 or code == 5 then
       -- Token bucket (0), leaky bucket (1) and GCRA (5) share BucketDecision
       -- (src/core/algorithms.cc): a quantity q out of `capacity`, in units of 1/period
@@ -93,16 +115,7 @@ for i = 1, n do
       -- product past 2^53 here; the script keeps the same quantity as the backlog
       -- TAT - last (x limit) and the time `last`, which is equivalent.
       local capacity = burst * period
-      local stored = 0
-      if size ~= 24 then raw = false end
-      if raw then
-        expires, last, stored = sunpack('<ddd', raw)
-        if expires % 8 == code then
-          expires = (expires - code) / 8
-        else
-          raw, expires, last, stored = false, 0, 0, 0
-        end
-      end
+      local stored = f3
       t = now
       if t < last then t = last end
       if t < 0 then t = 0 end
@@ -143,16 +156,7 @@ for i = 1, n do
       f3 = q
     elseif code == 2 then
       -- DecideFixedWindow. The state is {expires, last, count}.
-      local count = 0
-      if size ~= 24 then raw = false end
-      if raw then
-        expires, last, count = sunpack('<ddd', raw)
-        if expires % 8 == code then
-          expires = (expires - code) / 8
-        else
-          raw, expires, last, count = false, 0, 0, 0
-        end
-      end
+      local count = f3
       t = now
       if t < last then t = last end
       if t < 0 then t = 0 end
@@ -175,16 +179,7 @@ for i = 1, n do
     elseif code == 4 then
       -- DecideSlidingWindowCounter. The state is {expires, last, previous, current}.
       -- Counts weigh in units of 1/period of a request.
-      local previous, current = 0, 0
-      if size ~= 32 then raw = false end
-      if raw then
-        expires, last, previous, current = sunpack('<dddd', raw)
-        if expires % 8 == code then
-          expires = (expires - code) / 8
-        else
-          raw, expires, last, previous, current = false, 0, 0, 0, 0
-        end
-      end
+      local previous, current = f3, f4
       t = now
       if t < last then t = last end
       if t < 0 then t = 0 end
@@ -241,17 +236,7 @@ for i = 1, n do
       -- cost c adds one run, not c entries. An entry stays while it is inside
       -- (t - period, t]; runs are in time order, so the expired ones are a prefix: the
       -- decision reads those and the newest, and keeps the live ones as one substring.
-      local count, live = 0, 25  -- live: where the oldest live run starts
-      if size < 24 or (size - 24) % 16 ~= 0 then raw = false end
-      if raw then
-        expires, last, count = sunpack('<ddd', raw)
-        if expires % 8 == code then
-          expires = (expires - code) / 8
-        else
-          raw, expires, last, count = false, 0, 0, 0
-        end
-      end
-      if not raw then size = 0 end
+      local count, live = f3, 25  -- live: where the oldest live run starts
       t = now
       if t < last then t = last end
       if t < 0 then t = 0 end
