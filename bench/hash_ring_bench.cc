@@ -12,9 +12,9 @@
 #include <string>
 #include <vector>
 
-#include "store/hash_ring.h"
+#include "core/hash_ring.h"
 
-namespace sluice::store {
+namespace sluice::core {
 namespace {
 
 constexpr size_t kKeys = 1 << 16;
@@ -52,6 +52,6 @@ BENCHMARK(BM_NodeFor)
     ->MinTime(0.5);
 
 }  // namespace
-}  // namespace sluice::store
+}  // namespace sluice::core
 
 BENCHMARK_MAIN();

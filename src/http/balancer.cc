@@ -1,7 +1,5 @@
 #include "http/balancer.h"
 
-#include <xxhash.h>
-
 #include <algorithm>
 #include <limits>
 #include <utility>
@@ -52,7 +50,17 @@ Balancer::Balancer(BalancePolicy policy, std::vector<BalancerServer> servers, ui
   SLUICE_CHECK(!servers_.empty());
   for (const BalancerServer& s : servers_) SLUICE_CHECK(s.weight >= 1 && s.weight <= kMaxWeight);
   if (policy_ == BalancePolicy::kWeightedRoundRobin) current_.assign(servers_.size(), 0);
-  if (policy_ == BalancePolicy::kHash) BuildRing();
+  if (policy_ == BalancePolicy::kHash) {
+    std::vector<std::string> names;
+    std::vector<uint32_t> weights;
+    uint32_t largest = 0;
+    for (const BalancerServer& s : servers_) {
+      names.push_back(s.name);
+      weights.push_back(s.weight);
+      largest = std::max(largest, s.weight);
+    }
+    ring_.emplace(std::move(names), weights, static_cast<int>(HashPointsPerWeight(largest)));
+  }
 }
 
 size_t Balancer::PickIndex(const PickContext& context) {
@@ -170,86 +178,15 @@ size_t Balancer::PickRandom(const PickContext& context) {
   return RandomBelow(uint64_t{weight_a} + weight_b) < weight_a ? a : b;
 }
 
-void Balancer::BuildRing() {
-  uint64_t points = 0;
-  for (const BalancerServer& s : servers_) points += uint64_t{s.weight} * kHashPointsPerWeight;
-  SLUICE_CHECK(points < std::numeric_limits<uint32_t>::max() / 2);
-  points_ = static_cast<size_t>(points);
-  struct Point {
-    uint64_t position;
-    uint32_t server;
-  };
-  std::vector<Point> ring;
-  ring.reserve(points_);
-  std::string label;
-  for (size_t s = 0; s < servers_.size(); ++s) {
-    const uint32_t count = servers_[s].weight * kHashPointsPerWeight;
-    for (uint32_t v = 0; v < count; ++v) {
-      label = servers_[s].name;
-      label += '#';
-      label += std::to_string(v);
-      ring.push_back({XXH3_64bits(label.data(), label.size()), static_cast<uint32_t>(s)});
-    }
-  }
-  // Ties between positions are broken by name, so that routing does not depend on the
-  // order of the server list; by index only when the names are equal too.
-  std::sort(ring.begin(), ring.end(), [this](const Point& a, const Point& b) {
-    if (a.position != b.position) return a.position < b.position;
-    const std::string& name_a = servers_[a.server].name;
-    const std::string& name_b = servers_[b.server].name;
-    return name_a != name_b ? name_a < name_b : a.server < b.server;
-  });
-  positions_.reserve(points_ + 1);
-  owners_.reserve(points_);
-  for (const Point& p : ring) {
-    positions_.push_back(p.position);
-    owners_.push_back(p.server);
-  }
-  positions_.push_back(std::numeric_limits<uint64_t>::max());
-
-  // At least twice as many slices as points, so a probe's slice holds half a point on
-  // average and finding the first point at or after it is mostly one comparison.
-  int bits = 1;
-  while ((size_t{1} << bits) < 2 * points_) ++bits;
-  shift_ = 64 - bits;
-  first_.resize(size_t{1} << bits);
-  size_t at = 0;
-  for (size_t s = 0; s < first_.size(); ++s) {
-    const uint64_t start = static_cast<uint64_t>(s) << shift_;
-    while (at < points_ && positions_[at] < start) ++at;
-    first_[s] = static_cast<uint32_t>(at);
-  }
+uint32_t Balancer::HashPointsPerWeight(uint32_t largest_weight) {
+  uint32_t points = kHashPointsPerWeight;
+  while (points > 1 && uint64_t{points} * largest_weight > kHashMaxPointsPerServer) points /= 2;
+  return points;
 }
 
 size_t Balancer::PickHash(const PickContext& context) const {
-  // With nothing usable the walk below would not end.
-  bool any = false;
-  for (size_t i = 0; i < servers_.size() && !any; ++i) any = Usable(context, i);
-  if (!any) return kNone;
-
-  const XXH128_hash_t h = XXH3_128bits(context.key.data(), context.key.size());
-  // An odd step makes the probes distinct: i * step differs for every i below 2^64.
-  const uint64_t step = h.high64 | 1;
-  uint64_t probe = h.low64;
-  uint64_t best_distance = 0;
-  size_t best = 0;
-  for (int i = 0; i < kHashProbes; ++i, probe += step) {
-    size_t at = first_[probe >> shift_];
-    at += positions_[at] < probe;
-    while (positions_[at] < probe) ++at;  // the UINT64_MAX at the end stops this
-    if (at == points_) at = 0;            // past the last point: round to the first
-    // Past the points of servers that may not take the pick. Removing a server's
-    // points only lengthens the probes that ended on them, so a key whose nearest
-    // probe ended on another server keeps that server: only the missing server's
-    // keys move.
-    while (!Usable(context, owners_[at])) at = at + 1 == points_ ? 0 : at + 1;
-    const uint64_t distance = positions_[at] - probe;  // modulo 2^64, so wrapping is right
-    if (i == 0 || distance < best_distance) {          // on a tie the earlier probe wins
-      best_distance = distance;
-      best = at;
-    }
-  }
-  return owners_[best];
+  static_assert(core::HashRing::kNoNode == kNone);  // the ring's "no server eligible"
+  return ring_->NodeFor(context.key, [&context](size_t i) { return Usable(context, i); });
 }
 
 uint64_t Balancer::NextRandom() {

@@ -37,11 +37,11 @@
 #include <unordered_map>
 #include <vector>
 
+#include "core/hash_ring.h"
 #include "metrics/metrics.h"
 #include "net/address.h"
 #include "net/event_loop.h"
 #include "sluice/store.h"
-#include "store/hash_ring.h"
 #include "store/redis_connection.h"
 
 namespace sluice::store {
@@ -148,7 +148,7 @@ class RedisStore final : public Store {
   Options options_;
   metrics::Registry* registry_;
   metrics::WorkerMetrics* metrics_;
-  HashRing ring_;
+  core::HashRing ring_;
   std::vector<std::unique_ptr<Node>> nodes_;
   std::vector<Node*> dirty_;                     // nodes with something to seal, send or write
   std::vector<Node*> flushing_;                  // scratch for Flush

@@ -5,34 +5,20 @@
 // policy fails on one seed in a thousand and a biased one (always the first of a tie,
 // two draws that may be the same server) fails by orders of magnitude.
 //
-// This file replaces the global operator new of the http_test binary with a counting
-// one, so that a test can show a pick allocates nothing.
+// The http_test binary counts its allocations (tests/testing/allocation_counter.h), so
+// that a test can show a pick allocates nothing.
 #include "http/balancer.h"
 
 #include <gtest/gtest.h>
 
 #include <algorithm>
-#include <atomic>
 #include <cstdint>
 #include <cstdlib>
-#include <new>
 #include <random>
 #include <string>
 #include <vector>
 
-namespace {
-std::atomic<uint64_t> g_allocations{0};
-}  // namespace
-
-void* operator new(size_t size) {
-  g_allocations.fetch_add(1, std::memory_order_relaxed);
-  if (void* p = std::malloc(size == 0 ? 1 : size)) return p;
-  throw std::bad_alloc();
-}
-// Not inlined: GCC 12 otherwise sees free() meet `new TestClass` in GoogleTest's
-// factories and warns of a mismatch (-Wmismatched-new-delete) that is not one.
-[[gnu::noinline]] void operator delete(void* p) noexcept { std::free(p); }
-[[gnu::noinline]] void operator delete(void* p, size_t) noexcept { std::free(p); }
+#include "testing/allocation_counter.h"
 
 namespace sluice::http {
 namespace {
@@ -172,7 +158,7 @@ TEST(WeightedRoundRobinTest, GivesExactSharesInEveryRoundOfTotalWeight) {
       for (size_t s = 0; s < weights.size(); ++s) {
         ASSERT_EQ(counts[s], round * static_cast<int>(weights[s]))
             << "server " << s << " after round " << round << " of weights set "
-            << testing::PrintToString(weights);
+            << ::testing::PrintToString(weights);
       }
     }
   }
@@ -284,7 +270,7 @@ TEST(LeastConnectionsTest, EqualServersShareTiesEvenly) {
     EXPECT_EQ(counts[4], 0);
     const std::vector<int> tied = {counts[0], counts[2], counts[3], counts[5]};
     EXPECT_LT(ChiSquare(tied, {0.25, 0.25, 0.25, 0.25}), Critical(3))
-        << testing::PrintToString(tied);
+        << ::testing::PrintToString(tied);
   }
 }
 
@@ -294,7 +280,7 @@ TEST(LeastConnectionsTest, TiesFollowTheWeightsWhenIdle) {
   std::vector<int> counts(3, 0);
   for (int i = 0; i < 40'000; ++i) ++counts[MustPick(balancer, {.servers = state})];
   EXPECT_LT(ChiSquare(counts, {3 / 8.0, 1 / 8.0, 4 / 8.0}), Critical(2))
-      << testing::PrintToString(counts);
+      << ::testing::PrintToString(counts);
 }
 
 TEST(LeastConnectionsTest, KeepsLoadLevelWhenRequestsPileUp) {
@@ -364,7 +350,7 @@ TEST(HashTest, SpreadsKeysWithinTenPercentOfWeightShare) {
     for (size_t s = 0; s < weights.size(); ++s) {
       const double expected = 100'000 * weights[s] / total_weight;
       EXPECT_NEAR(counts[s] / expected, 1.0, 0.10)
-          << "server " << s << " of weights " << testing::PrintToString(weights);
+          << "server " << s << " of weights " << ::testing::PrintToString(weights);
     }
   }
 }
@@ -385,6 +371,61 @@ TEST(HashTest, AddingAServerMovesAboutOneOverNPlusOneOfKeysAllToIt) {
     // spread test.
     EXPECT_NEAR(moved / (100'000.0 / (n + 1)), 1.0, 0.10) << n << " servers";
   }
+}
+
+TEST(HashTest, PointsPerWeightHalveAtEachDoublingOfTheLargestWeightPast64) {
+  const std::vector<std::pair<uint32_t, uint32_t>> expected = {
+      {1, 160},  {64, 160}, {65, 80},  {128, 80}, {129, 40},
+      {256, 40}, {257, 20}, {512, 20}, {513, 10}, {Balancer::kMaxWeight, 10}};
+  for (const auto& [largest, points] : expected) {
+    EXPECT_EQ(Balancer::HashPointsPerWeight(largest), points) << "largest weight " << largest;
+  }
+  for (uint32_t largest = 1; largest <= Balancer::kMaxWeight; ++largest) {
+    const uint32_t points = Balancer::HashPointsPerWeight(largest);
+    ASSERT_LE(points * largest, Balancer::kHashMaxPointsPerServer) << largest;
+    // Halved no further than the bound needs.
+    if (points < Balancer::kHashPointsPerWeight) {
+      ASSERT_GT(2 * points * largest, Balancer::kHashMaxPointsPerServer) << largest;
+    }
+  }
+}
+
+TEST(HashTest, MaxWeightServersStayWithin10240PointsEach) {
+  // 8 of weight 1000 took 1.28M points (32 MB) at 160 per unit of weight.
+  const Balancer heavy(BalancePolicy::kHash, Servers(std::vector<uint32_t>(8, 1000)), 1);
+  EXPECT_EQ(heavy.hash_points(), 8u * 10'000);
+  // Up to weight 64 the ring is as it was: 160 points per unit of weight.
+  const Balancer light(BalancePolicy::kHash, Servers({1, 2, 3, 64}), 1);
+  EXPECT_EQ(light.hash_points(), 160u * 70);
+  EXPECT_EQ(Balancer(BalancePolicy::kRoundRobin, Servers({1000}), 1).hash_points(), 0u);
+}
+
+TEST(HashTest, AtLargeWeightsSpreadsKeysWithinTenPercentOfWeightShare) {
+  // 10 points per unit of weight; the lightest, at 1/25 of the largest, has 400 points.
+  const std::vector<uint32_t> weights = {1000, 600, 300, 100, 40};
+  Balancer balancer(BalancePolicy::kHash, Servers(weights), 1);
+  constexpr int kKeys = 400'000;
+  std::vector<int> counts(weights.size(), 0);
+  for (size_t s : Assign(balancer, AllUp(weights.size()), kKeys)) ++counts[s];
+  for (size_t s = 0; s < weights.size(); ++s) {
+    const double expected = kKeys * weights[s] / 2040.0;
+    EXPECT_NEAR(counts[s] / expected, 1.0, 0.10) << "server " << s;
+  }
+}
+
+TEST(HashTest, AtLargeWeightsAddingALighterServerMovesKeysOnlyToIt) {
+  // The largest weight stays 1000, so every server keeps its points.
+  Balancer before(BalancePolicy::kHash, Servers({1000, 500, 200}), 1);
+  Balancer after(BalancePolicy::kHash, Servers({1000, 500, 200, 300}), 1);
+  const std::vector<size_t> old_owner = Assign(before, AllUp(3));
+  const std::vector<size_t> new_owner = Assign(after, AllUp(4));
+  int moved = 0;
+  for (size_t k = 0; k < old_owner.size(); ++k) {
+    if (old_owner[k] == new_owner[k]) continue;
+    ++moved;
+    ASSERT_EQ(new_owner[k], 3u) << "key " << k << " moved between old servers";
+  }
+  EXPECT_NEAR(moved / (100'000 * 300 / 2000.0), 1.0, 0.10);
 }
 
 TEST(HashTest, IneligibleServerLosesOnlyItsOwnKeysAndGetsThemBack) {
@@ -463,7 +504,7 @@ TEST(RandomTest, NeverPicksTheBusierOfTwo) {
       EXPECT_EQ(by_rank[0], kPicks);
     } else {
       EXPECT_LT(ChiSquare(counts, shares), Critical(n - 2))
-          << n << " servers: " << testing::PrintToString(counts);
+          << n << " servers: " << ::testing::PrintToString(counts);
     }
   }
 }
@@ -476,7 +517,7 @@ TEST(RandomTest, EquallyLoadedServersShareEvenly) {
     std::vector<int> counts(8, 0);
     for (int i = 0; i < 80'000; ++i) ++counts[MustPick(balancer, {.servers = state})];
     EXPECT_LT(ChiSquare(counts, std::vector<double>(8, 1 / 8.0)), Critical(7))
-        << testing::PrintToString(counts);
+        << ::testing::PrintToString(counts);
   }
 }
 
@@ -496,7 +537,7 @@ TEST(RandomTest, MuchBusierServerGetsAlmostNothing) {
     const size_t finishing = 1 + rng() % 7;  // server 0's requests never finish
     if (state[finishing].active > 0) --state[finishing].active;
   }
-  EXPECT_LE(counts[0], 80) << testing::PrintToString(counts);  // at most 0.1%
+  EXPECT_LE(counts[0], 80) << ::testing::PrintToString(counts);  // at most 0.1%
   for (size_t s = 1; s < 8; ++s) EXPECT_NEAR(counts[s], 80'000 / 7.0, 80'000 / 7.0 * 0.05);
 }
 
@@ -600,13 +641,13 @@ TEST(BalancerTest, PicksAllocateNothing) {
   const std::string key = "client-with-a-rather-longer-key-than-usual-0123456789";
   for (BalancePolicy policy : kAllPolicies) {
     Balancer balancer(policy, Servers({1, 2, 1, 1, 3, 1, 1, 1}), 1);
-    const uint64_t before = g_allocations.load();
+    const uint64_t before = sluice::testing::AllocationCount();
     size_t sum = 0;
     for (int i = 0; i < 10'000; ++i) {
       state[i % 8].active = static_cast<uint32_t>(i % 5);
       sum += balancer.Pick({.servers = state, .key = key, .exclude = i % 8}).value_or(0);
     }
-    EXPECT_EQ(g_allocations.load(), before) << BalancePolicyName(policy);
+    EXPECT_EQ(sluice::testing::AllocationCount(), before) << BalancePolicyName(policy);
     EXPECT_GT(sum, 0u);
   }
 }

@@ -1,16 +1,14 @@
 // The request path allocates nothing once warm (conventions: "no heap allocation per
 // request after warm-up"). A real ServerConnection over a socketpair, the gate with a
 // real MemoryStore and the RateLimit fields, as a worker runs them; every operator
-// new in this binary is counted, and after a warm-up round the count must not move.
+// new in this binary is counted (tests/testing/allocation_counter.h), and after a
+// warm-up round the count must not move.
 #include <gtest/gtest.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include <atomic>
-#include <cstdlib>
 #include <memory>
-#include <new>
 #include <string>
 
 #include "config/config.h"
@@ -19,18 +17,7 @@
 #include "metrics/metrics.h"
 #include "net/event_loop.h"
 #include "store/memory_store.h"
-
-namespace {
-std::atomic<uint64_t> g_allocations{0};
-}  // namespace
-
-void* operator new(size_t size) {
-  g_allocations.fetch_add(1, std::memory_order_relaxed);
-  if (void* p = std::malloc(size == 0 ? 1 : size)) return p;
-  throw std::bad_alloc();
-}
-void operator delete(void* p) noexcept { std::free(p); }
-void operator delete(void* p, size_t) noexcept { std::free(p); }
+#include "testing/allocation_counter.h"
 
 namespace sluice {
 namespace {
@@ -119,13 +106,13 @@ TEST(HotPathAllocationTest, KeepAliveRequestsAllocateNothingOnceWarm) {
     ASSERT_GT(read(fds[1], out.data(), out.size()), 0);
   };
   for (int i = 0; i < 5; ++i) round();  // warm-up: buffers and store entries
-  const uint64_t before = g_allocations.load();
+  const uint64_t before = testing::AllocationCount();
   for (int i = 0; i < 200; ++i) round();
-  const uint64_t after = g_allocations.load();
+  const uint64_t after = testing::AllocationCount();
   EXPECT_EQ(after - before, 0u) << "allocations in 600 requests";
   // The counter sees allocations at all (the replacement operator new is in use).
   auto probe = std::make_unique<std::string>(64, 'x');
-  EXPECT_GT(g_allocations.load(), after);
+  EXPECT_GT(testing::AllocationCount(), after);
   EXPECT_EQ(handler.answered, 205 * 3);
   EXPECT_FALSE(handler.closed);
   close(fds[1]);

@@ -12,6 +12,7 @@
 #include <thread>
 #include <vector>
 
+#include "core/hash_ring.h"
 #include "redis/redis_process.h"
 #include "store/memory_store.h"
 
@@ -314,7 +315,7 @@ TEST_F(RedisStoreTest, RingPlacesEachKeyOnItsNode) {
   DecideAll(requests, answers);
   for (const Answer& a : answers) EXPECT_TRUE(a.decision.allowed);
 
-  const HashRing ring({redis_.address(), second.address()});
+  const core::HashRing ring({redis_.address(), second.address()});
   RedisClient first_client(redis_.port());
   RedisClient second_client(second.port());
   int on_first = 0;

@@ -1,4 +1,4 @@
-#include "store/hash_ring.h"
+#include "core/hash_ring.h"
 
 #include <gtest/gtest.h>
 #include <xxhash.h>
@@ -7,9 +7,10 @@
 #include <cstdint>
 #include <random>
 #include <string>
+#include <tuple>
 #include <vector>
 
-namespace sluice::store {
+namespace sluice::core {
 namespace {
 
 // Node name sets: the first `count` names of each, so a set of n + 1 nodes is a set
@@ -199,6 +200,93 @@ TEST(HashRingTest, LookupMatchesTheDefinitionIncludingWrapRound) {
   }
 }
 
+// The same definition with weights and nodes ruled out: node i stands at
+// virtual_nodes * weights[i] points ("<name>#0" on), and a probe whose point belongs to
+// a node ruled out walks on (wrapping) to the next point of a node that is not.
+TEST(HashRingTest, WeightedLookupPastRuledOutNodesMatchesTheDefinition) {
+  const std::vector<uint32_t> weights = {1, 3, 2, 5, 1};
+  const std::vector<std::string> nodes = RandomNodes(5, 13);
+  for (int virtual_nodes : {1, 2, 160}) {
+    const HashRing ring(nodes, weights, virtual_nodes);
+    EXPECT_EQ(ring.points(), 12u * virtual_nodes);
+    // (position, name, index): the ring's order.
+    std::vector<std::tuple<uint64_t, std::string, size_t>> points;
+    for (size_t n = 0; n < nodes.size(); ++n) {
+      for (uint32_t v = 0; v < virtual_nodes * weights[n]; ++v) {
+        const std::string label = nodes[n] + "#" + std::to_string(v);
+        points.push_back({XXH3_64bits(label.data(), label.size()), nodes[n], n});
+      }
+    }
+    std::sort(points.begin(), points.end());
+    for (uint32_t ruled_out : {0b00000u, 0b00001u, 0b01010u, 0b11110u, 0b10111u}) {
+      const auto eligible = [ruled_out](size_t n) { return (ruled_out >> n & 1) == 0; };
+      int walked = 0;
+      for (int i = 0; i < 5000; ++i) {
+        const std::string key = Key(i);
+        const XXH128_hash_t h = XXH3_128bits(key.data(), key.size());
+        uint64_t best_distance = 0;
+        size_t best = 0;
+        for (uint64_t p = 0; p < HashRing::kProbes; ++p) {
+          const uint64_t probe = h.low64 + p * (h.high64 | 1);
+          size_t at = static_cast<size_t>(
+              std::lower_bound(points.begin(), points.end(),
+                               std::make_tuple(probe, std::string(), size_t{0})) -
+              points.begin());
+          if (at == points.size()) at = 0;
+          while (!eligible(std::get<2>(points[at]))) {
+            at = (at + 1) % points.size();
+            ++walked;
+          }
+          const uint64_t distance = std::get<0>(points[at]) - probe;
+          if (p == 0 || distance < best_distance) {
+            best_distance = distance;
+            best = std::get<2>(points[at]);
+          }
+        }
+        ASSERT_EQ(ring.NodeFor(key, eligible), best)
+            << key << ", " << virtual_nodes << " virtual nodes, ruled out " << ruled_out;
+      }
+      if (ruled_out != 0) {
+        EXPECT_GT(walked, 0);  // the walk was exercised
+      }
+    }
+  }
+}
+
+TEST(HashRingTest, WeightsOfOneAreTheUnweightedRing) {
+  const std::vector<std::string> nodes = RandomNodes(6, 17);
+  const HashRing plain(nodes);
+  const std::vector<uint32_t> ones(nodes.size(), 1);
+  const HashRing weighted(nodes, ones, HashRing::kDefaultVirtualNodes);
+  EXPECT_EQ(weighted.points(), plain.points());
+  for (int i = 0; i < 20'000; ++i) {
+    ASSERT_EQ(weighted.NodeFor(Key(i)), plain.NodeFor(Key(i))) << Key(i);
+    ASSERT_EQ(plain.NodeFor(Key(i), [](size_t) { return true; }), plain.NodeFor(Key(i)));
+  }
+}
+
+TEST(HashRingTest, SharesFollowTheWeightsWithin10Percent) {
+  for (const std::vector<uint32_t>& weights :
+       std::vector<std::vector<uint32_t>>{{1, 2, 3, 4}, {5, 1, 1}, {1, 1, 2}, {10, 3, 7, 1, 4}}) {
+    const HashRing ring(Nodes(static_cast<int>(weights.size())), weights, 160);
+    std::vector<int> counts(weights.size());
+    for (const std::string& key : Keys()) ++counts[ring.NodeFor(key)];
+    double total = 0;
+    for (uint32_t w : weights) total += w;
+    for (size_t n = 0; n < weights.size(); ++n) {
+      EXPECT_NEAR(counts[n] / (kKeys * weights[n] / total), 1.0, 0.10)
+          << "node " << n << " of weights " << ::testing::PrintToString(weights);
+    }
+  }
+}
+
+TEST(HashRingTest, NoEligibleNodeGivesNoNode) {
+  const HashRing ring(Nodes(3));
+  for (int i = 0; i < 100; ++i) {
+    EXPECT_EQ(ring.NodeFor(Key(i), [](size_t) { return false; }), HashRing::kNoNode);
+  }
+}
+
 TEST(HashRingTest, OneNodeOwnsEverything) {
   for (int virtual_nodes : {1, HashRing::kDefaultVirtualNodes}) {
     const HashRing ring({"127.0.0.1:6379"}, virtual_nodes);
@@ -207,4 +295,4 @@ TEST(HashRingTest, OneNodeOwnsEverything) {
 }
 
 }  // namespace
-}  // namespace sluice::store
+}  // namespace sluice::core
