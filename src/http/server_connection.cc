@@ -99,14 +99,6 @@ char* AppendDecimal(char* out, uint64_t value) {
 }
 
 // "http://host:port/path" -> "host:port"; nullopt for any other form.
-std::optional<std::string_view> AbsoluteFormAuthority(std::string_view target) {
-  if (target.empty() || target.front() == '/') return std::nullopt;
-  const size_t scheme_end = target.find("://");
-  if (scheme_end == std::string_view::npos) return std::nullopt;
-  const std::string_view rest = target.substr(scheme_end + 3);
-  return rest.substr(0, rest.find_first_of("/?"));
-}
-
 int HexValue(char c) {
   if (c >= '0' && c <= '9') return c - '0';
   if (c >= 'a' && c <= 'f') return c - 'a' + 10;
@@ -127,6 +119,17 @@ bool IsUnreserved(char c) {
 // 6.2.2.2), dot segments removed (5.2.4) and repeated slashes merged, as nginx does
 // before matching locations. Other escapes ("%2F") stay as they are. Most paths need
 // none of this and are returned as they are, without a copy.
+std::optional<std::string_view> AbsoluteFormAuthority(std::string_view target) {
+  if (target.empty() || target.front() == '/') return std::nullopt;
+  const size_t scheme_end = target.find("://");
+  if (scheme_end == std::string_view::npos) return std::nullopt;
+  std::string_view authority = target.substr(scheme_end + 3);
+  authority = authority.substr(0, authority.find_first_of("/?#"));
+  const size_t at = authority.rfind('@');
+  if (at != std::string_view::npos) authority.remove_prefix(at + 1);
+  return authority;
+}
+
 std::string_view CanonicalPath(std::string_view path, std::string& scratch) {
   // Absolute form (a proxy-style request): the path starts after the authority.
   if (!path.empty() && path.front() != '/') {

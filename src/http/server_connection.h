@@ -60,6 +60,10 @@ struct Request {
 // The path rules match on (see the definition); `scratch` holds it when it differs.
 std::string_view CanonicalPath(std::string_view path, std::string& scratch);
 
+// The authority of a request target in absolute form, without user info:
+// "http://user@host:8080/x?y" -> "host:8080"; nullopt for any other form ("/x").
+std::optional<std::string_view> AbsoluteFormAuthority(std::string_view target);
+
 // A Host value or authority without port, userinfo or trailing dot; not lower-cased.
 std::string_view HostWithoutPort(std::string_view host);
 

@@ -20,18 +20,16 @@
 #include "net/address.h"
 #include "sluice/clock.h"
 #include "store/memory_store.h"
+#include "testing/test_request.h"
 
 namespace sluice::gate {
 namespace {
 
+using sluice::testing::Ip;
+using sluice::testing::TestRequest;
+
 using namespace std::chrono_literals;
 using metrics::Outcome;
-
-net::IpAddress Ip(std::string_view text) {
-  const std::optional<net::IpAddress> address = net::IpAddress::Parse(text);
-  EXPECT_TRUE(address.has_value()) << text;
-  return address.value_or(net::IpAddress{});
-}
 
 net::CidrList Cidrs(std::initializer_list<std::string_view> blocks) {
   std::vector<net::Cidr> parsed;
@@ -42,58 +40,6 @@ net::CidrList Cidrs(std::initializer_list<std::string_view> blocks) {
   }
   return net::CidrList(std::move(parsed));
 }
-
-// A request whose strings the test owns; View() lends them to an http::Request the
-// way the server's read buffer does.
-class TestRequest {
- public:
-  TestRequest& Method(std::string method) {
-    method_ = std::move(method);
-    return *this;
-  }
-  TestRequest& Path(std::string path) {
-    path_ = std::move(path);
-    return *this;
-  }
-  TestRequest& Query(std::string query) {
-    query_ = std::move(query);
-    return *this;
-  }
-  TestRequest& Header(std::string name, std::string value) {
-    headers_.emplace_back(std::move(name), std::move(value));
-    return *this;
-  }
-  TestRequest& Peer(std::string_view peer) {
-    peer_ = Ip(peer);
-    return *this;
-  }
-
-  // Valid until the next View() or the end of this TestRequest.
-  http::Request View() const {
-    views_.clear();
-    for (const auto& [name, value] : headers_) views_.push_back({name, value});
-    target_ = query_.empty() ? path_ : path_ + "?" + query_;
-    http::Request request;
-    request.method = method_;
-    request.target = target_;
-    request.path = path_;
-    request.query = query_;
-    request.headers = views_;
-    request.peer = &peer_;
-    // As the connection does it: the Host header without its port.
-    if (const auto host = request.FindHeader("host")) request.host = http::HostWithoutPort(*host);
-    return request;
-  }
-
- private:
-  std::string method_ = "GET";
-  std::string path_ = "/";
-  std::string query_;
-  std::vector<std::pair<std::string, std::string>> headers_;
-  net::IpAddress peer_ = Ip("203.0.113.7");
-  mutable std::vector<http::Header> views_;
-  mutable std::string target_;
-};
 
 TestRequest From(std::string_view peer) { return std::move(TestRequest().Peer(peer)); }
 
