@@ -1,0 +1,117 @@
+#include "http/upstream_pool.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include "core/check.h"
+
+namespace sluice::http {
+
+size_t UpstreamPool::ServerKeyHash::operator()(const ServerKey& key) const {
+  // FNV-1a over the 18 bytes: a worker talks to a handful of servers.
+  uint64_t hash = 0xcbf29ce484222325ULL;
+  for (const uint8_t byte : key.address) hash = (hash ^ byte) * 0x100000001b3ULL;
+  hash = (hash ^ (key.port & 0xff)) * 0x100000001b3ULL;
+  hash = (hash ^ (key.port >> 8)) * 0x100000001b3ULL;
+  return static_cast<size_t>(hash);
+}
+
+UpstreamPool::ServerKey UpstreamPool::KeyOf(const net::Endpoint& server) {
+  return ServerKey{server.address.bytes(), server.port};
+}
+
+UpstreamPool::UpstreamPool(net::EventLoop& loop, const Options& options)
+    : loop_(loop), options_(options) {}
+
+UpstreamPool::~UpstreamPool() {
+  if (free_timer_ != net::EventLoop::kNoTimer) loop_.Cancel(free_timer_);
+  idle_.clear();
+  connections_.clear();  // each closes its socket and cancels its timers
+  closed_.clear();
+}
+
+UpstreamConnection& UpstreamPool::Acquire(const net::Endpoint& server,
+                                          UpstreamConnection::Handler& handler) {
+  const auto it = idle_.find(KeyOf(server));
+  if (it != idle_.end() && !it->second.empty()) {
+    UpstreamConnection* connection = it->second.back();
+    it->second.pop_back();
+    // Idle connections that failed are dropped as they fail, so this one is up.
+    SLUICE_CHECK(connection->idle());
+    connection->set_handler(handler);
+    ++stats_.reuses;
+    return *connection;
+  }
+  auto connection =
+      std::make_unique<UpstreamConnection>(loop_, server, options_.connection, handler);
+  connection->pool_slot_ = connections_.size();
+  connections_.push_back(std::move(connection));
+  ++stats_.connects;
+  UpstreamConnection& made = *connections_.back();
+  made.Connect();
+  return made;
+}
+
+void UpstreamPool::Release(UpstreamConnection& connection) {
+  SLUICE_CHECK(connection.pool_slot_ < connections_.size() &&
+               connections_[connection.pool_slot_].get() == &connection);
+  if (!connection.idle() || options_.max_idle_per_server == 0) {
+    Free(&connection);
+    return;
+  }
+  std::vector<UpstreamConnection*>& idle = idle_[KeyOf(connection.server())];
+  SLUICE_CHECK(std::find(idle.begin(), idle.end(), &connection) == idle.end());
+  if (idle.size() >= options_.max_idle_per_server) {
+    UpstreamConnection* oldest = idle.front();
+    idle.erase(idle.begin());
+    ++stats_.evicted;
+    Free(oldest);
+  }
+  connection.set_handler(*this);
+  idle.push_back(&connection);
+}
+
+size_t UpstreamPool::idle_count(const net::Endpoint& server) const {
+  const auto it = idle_.find(KeyOf(server));
+  return it == idle_.end() ? 0 : it->second.size();
+}
+
+size_t UpstreamPool::idle_count() const {
+  size_t count = 0;
+  for (const auto& [key, idle] : idle_) count += idle.size();
+  return count;
+}
+
+void UpstreamPool::OnUpstreamError(UpstreamConnection& connection, const UpstreamError& error) {
+  // Only idle connections have the pool as their handler.
+  const auto it = idle_.find(KeyOf(connection.server()));
+  if (it != idle_.end()) {
+    std::vector<UpstreamConnection*>& idle = it->second;
+    const auto found = std::find(idle.begin(), idle.end(), &connection);
+    if (found != idle.end()) idle.erase(found);
+  }
+  ++stats_.closed_while_idle;
+  Free(&connection);
+}
+
+void UpstreamPool::Free(UpstreamConnection* connection) {
+  connection->Close();
+  const size_t slot = connection->pool_slot_;
+  SLUICE_CHECK(slot < connections_.size() && connections_[slot].get() == connection);
+  closed_.push_back(std::move(connections_[slot]));
+  if (slot + 1 != connections_.size()) {
+    connections_[slot] = std::move(connections_.back());
+    connections_[slot]->pool_slot_ = slot;
+  }
+  connections_.pop_back();
+  // Freed from the loop, after whatever callback of the connection is on the stack and
+  // after any event of this turn that still names it.
+  if (free_timer_ == net::EventLoop::kNoTimer) {
+    free_timer_ = loop_.RunAt(loop_.now(), [this] {
+      free_timer_ = net::EventLoop::kNoTimer;
+      closed_.clear();
+    });
+  }
+}
+
+}  // namespace sluice::http
