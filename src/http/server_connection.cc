@@ -369,10 +369,7 @@ bool ServerConnection::EnsureReadRoom() {
     head_start_ = head_start_ >= delta ? head_start_ - delta : 0;
     if (phase_ == Phase::kHead) {
       url_.offset -= delta;
-      for (size_t i = 0; i < header_count_; ++i) {
-        header_spans_[i].name.offset -= delta;
-        header_spans_[i].value.offset -= delta;
-      }
+      header_spans_.Shift(delta);
     }
     return true;
   }
@@ -476,11 +473,9 @@ void ServerConnection::Parse() {
 void ServerConnection::NextMessage() {
   phase_ = Phase::kIdle;
   answered_ = false;
-  header_count_ = 0;
+  header_spans_.Clear();
   url_ = {};
   body_bytes_ = 0;
-  last_was_value_ = false;
-  too_many_headers_ = false;
   request_id_length_ = 0;
   in_keep_ = in_parsed_;
   if (in_parsed_ == in_end_) in_keep_ = in_parsed_ = in_end_ = 0;
@@ -513,17 +508,10 @@ int ServerConnection::OnHeaderField(http_parser* parser, const char* at, size_t 
     self->head_too_large_ = true;
     return 1;
   }
-  if (self->last_was_value_ || self->header_count_ == 0) {
-    if (self->header_count_ == self->header_spans_.size()) {
-      self->head_too_large_ = true;  // too many header fields: 431 as well
-      return 1;
-    }
-    self->header_spans_[self->header_count_++] = {{offset, length}, {offset + length, 0}};
-    self->last_was_value_ = false;
-    return 0;
+  if (!self->header_spans_.AddName(offset, length)) {
+    self->head_too_large_ = true;  // too many header fields: 431 as well
+    return 1;
   }
-  Span& name = self->header_spans_[self->header_count_ - 1].name;
-  name.length = offset + length - name.offset;
   return 0;
 }
 
@@ -534,10 +522,7 @@ int ServerConnection::OnHeaderValue(http_parser* parser, const char* at, size_t 
     self->head_too_large_ = true;
     return 1;
   }
-  Span& value = self->header_spans_[self->header_count_ - 1].value;
-  if (!self->last_was_value_) value.offset = offset;
-  value.length = offset + length - value.offset;
-  self->last_was_value_ = true;
+  self->header_spans_.AddValue(offset, length);
   return 0;
 }
 
@@ -574,11 +559,8 @@ void ServerConnection::Dispatch() {
   request.path = request.target.substr(0, question);
   if (question != std::string_view::npos) request.query = request.target.substr(question + 1);
   request.path = CanonicalPath(request.path, normalized_path_);
-  for (size_t i = 0; i < header_count_; ++i) {
-    header_views_[i] = {{base + header_spans_[i].name.offset, header_spans_[i].name.length},
-                        {base + header_spans_[i].value.offset, header_spans_[i].value.length}};
-  }
-  request.headers = {header_views_.data(), header_count_};
+  header_spans_.Views(base, header_views_.data());
+  request.headers = {header_views_.data(), header_spans_.size()};
 
   // RFC 9112: a header name with white space before the colon, and an HTTP/1.1
   // request with no Host or several, must be refused; letting them through would let
@@ -588,7 +570,7 @@ void ServerConnection::Dispatch() {
   std::string_view host_header;
   std::optional<std::string_view> id;
   std::optional<std::string_view> expect;
-  for (size_t i = 0; i < header_count_; ++i) {
+  for (size_t i = 0; i < header_spans_.size(); ++i) {
     const std::string_view name = header_views_[i].name;
     if (name.empty() || name.back() == ' ' || name.back() == '\t') {
       FailProtocol(400);

@@ -27,15 +27,11 @@
 #include <string_view>
 #include <vector>
 
+#include "http/header_spans.h"
 #include "net/address.h"
 #include "net/event_loop.h"
 
 namespace sluice::http {
-
-struct Header {
-  std::string_view name;  // as sent
-  std::string_view value;
-};
 
 // A parsed request head. Views stay valid only during RequestHandler::OnRequest.
 struct Request {
@@ -164,14 +160,6 @@ class ServerConnection final : public net::IoHandler {
 
  private:
   enum class Phase { kIdle, kHead, kBody, kDone };
-  struct Span {
-    size_t offset = 0;
-    size_t length = 0;
-  };
-  struct HeaderSpans {
-    Span name;
-    Span value;
-  };
 
   static int OnMessageBegin(http_parser* parser);
   static int OnUrl(http_parser* parser, const char* at, size_t length);
@@ -213,10 +201,7 @@ class ServerConnection final : public net::IoHandler {
 
   // The current request head, as offsets into in_ (they survive compaction).
   Span url_;
-  std::array<HeaderSpans, 100> header_spans_;
-  size_t header_count_ = 0;
-  bool last_was_value_ = false;
-  bool too_many_headers_ = false;
+  HeaderSpans<100> header_spans_;
   bool head_too_large_ = false;
   bool body_too_large_ = false;
   uint64_t body_bytes_ = 0;

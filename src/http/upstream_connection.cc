@@ -334,10 +334,7 @@ bool UpstreamConnection::EnsureReadRoom() {
   if (in_head_) {
     head_start_ = 0;
     if (status_.length > 0) status_.offset -= keep_from;
-    for (size_t i = 0; i < header_count_; ++i) {
-      header_spans_[i].name.offset -= keep_from;
-      header_spans_[i].value.offset -= keep_from;
-    }
+    header_spans_.Shift(keep_from);
   }
   return true;
 }
@@ -447,8 +444,7 @@ void UpstreamConnection::Parse() {
 
 int UpstreamConnection::OnMessageBegin(http_parser* parser) {
   UpstreamConnection* self = Self(parser);
-  self->header_count_ = 0;
-  self->last_was_value_ = false;
+  self->header_spans_.Clear();
   self->status_ = {};
   self->interim_ = false;
   self->response_content_length_.reset();
@@ -466,27 +462,17 @@ int UpstreamConnection::OnStatus(http_parser* parser, const char* at, size_t len
 int UpstreamConnection::OnHeaderField(http_parser* parser, const char* at, size_t length) {
   UpstreamConnection* self = Self(parser);
   const size_t offset = static_cast<size_t>(at - self->in_.get());
-  if (self->last_was_value_ || self->header_count_ == 0) {
-    if (self->header_count_ == self->header_spans_.size()) {
-      self->head_too_large_ = true;
-      return 1;
-    }
-    self->header_spans_[self->header_count_++] = {{offset, length}, {offset + length, 0}};
-    self->last_was_value_ = false;
-    return 0;
+  if (!self->header_spans_.AddName(offset, length)) {
+    self->head_too_large_ = true;  // too many header fields
+    return 1;
   }
-  Span& name = self->header_spans_[self->header_count_ - 1].name;
-  name.length = offset + length - name.offset;
   return 0;
 }
 
 int UpstreamConnection::OnHeaderValue(http_parser* parser, const char* at, size_t length) {
   UpstreamConnection* self = Self(parser);
   const size_t offset = static_cast<size_t>(at - self->in_.get());
-  Span& value = self->header_spans_[self->header_count_ - 1].value;
-  if (!self->last_was_value_) value.offset = offset;
-  value.length = offset + length - value.offset;
-  self->last_was_value_ = true;
+  self->header_spans_.AddValue(offset, length);
   return 0;
 }
 
@@ -547,15 +533,12 @@ int UpstreamConnection::OnMessageComplete(http_parser* parser) {
 void UpstreamConnection::DeliverHead() {
   in_head_ = false;
   const char* base = in_.get();
-  for (size_t i = 0; i < header_count_; ++i) {
-    header_views_[i] = {{base + header_spans_[i].name.offset, header_spans_[i].name.length},
-                        {base + header_spans_[i].value.offset, header_spans_[i].value.length}};
-  }
+  header_spans_.Views(base, header_views_.data());
   ResponseHead head;
   head.status = static_cast<int>(parser_.status_code);
   head.version_minor = parser_.http_minor;
   head.reason = {base + status_.offset, status_.length};
-  head.headers = {header_views_.data(), header_count_};
+  head.headers = {header_views_.data(), header_spans_.size()};
   head.body = response_body_;
   head.content_length = response_content_length_;
   head.keep_alive = response_keep_alive_;

@@ -58,6 +58,7 @@
 #include <string>
 #include <string_view>
 
+#include "http/header_spans.h"
 #include "http/proxy_headers.h"  // BodyFraming, UpstreamResponse
 #include "net/address.h"
 #include "net/event_loop.h"
@@ -229,14 +230,6 @@ class UpstreamConnection final : public net::IoHandler {
  private:
   friend class UpstreamPool;
   enum class ParseEvent : uint8_t { kNone, kHead, kBody, kComplete };
-  struct Span {
-    size_t offset = 0;
-    size_t length = 0;
-  };
-  struct HeaderSpans {
-    Span name;
-    Span value;
-  };
 
   static int OnMessageBegin(http_parser* parser);
   static int OnStatus(http_parser* parser, const char* at, size_t length);
@@ -315,9 +308,7 @@ class UpstreamConnection final : public net::IoHandler {
   bool bad_status_ = false;  // a 101 or below 100, refused in OnHeadersComplete
   bool head_too_large_ = false;
   Span status_;
-  std::array<HeaderSpans, kMaxHeaders> header_spans_;
-  size_t header_count_ = 0;
-  bool last_was_value_ = false;
+  HeaderSpans<kMaxHeaders> header_spans_;
   std::array<Header, kMaxHeaders> header_views_;
   const char* body_at_ = nullptr;
   size_t body_length_ = 0;

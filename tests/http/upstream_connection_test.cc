@@ -14,14 +14,10 @@
 #include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <poll.h>
-#include <signal.h>
-#include <sys/prctl.h>
 #include <sys/socket.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
-#include <charconv>
 #include <chrono>
 #include <cstring>
 #include <deque>
@@ -37,168 +33,28 @@
 #include "http/ascii.h"
 #include "http/upstream_pool.h"
 #include "testing/allocation_counter.h"
-
-#ifndef SLUICE_TEST_UPSTREAM_BINARY
-#error "SLUICE_TEST_UPSTREAM_BINARY must name the sluice_test_upstream binary"
-#endif
+#include "testing/loop_thread.h"
+#include "upstream/upstream_process.h"
 
 namespace sluice::http {
 namespace {
 
 using namespace std::chrono_literals;
 using SteadyTime = std::chrono::steady_clock;
+using sluice::testing::LoopThread;
+using sluice::testing::UpstreamProcess;
 
 constexpr uint64_t kKiB = 1024;
 constexpr uint64_t kMiB = 1024 * kKiB;
 constexpr uint64_t kPatternPeriod = 251;
 
-// --- The upstream process ------------------------------------------------------------------
-
-// sluice_test_upstream as a child process; its port comes from its start-up line.
-class UpstreamProcess {
- public:
-  UpstreamProcess() = default;
-  ~UpstreamProcess() { Kill(); }
-  UpstreamProcess(const UpstreamProcess&) = delete;
-  UpstreamProcess& operator=(const UpstreamProcess&) = delete;
-
-  bool Start(const std::string& name, const std::string& listen = "127.0.0.1:0") {
-    Kill();
-    int out[2];
-    if (pipe2(out, O_CLOEXEC) != 0) return Fail(std::string("pipe: ") + std::strerror(errno));
-    std::vector<std::string> args = {SLUICE_TEST_UPSTREAM_BINARY, "--listen", listen, "--name",
-                                     name};
-    std::vector<char*> argv;
-    for (std::string& arg : args) argv.push_back(arg.data());
-    argv.push_back(nullptr);
-    const pid_t parent = getpid();
-    pid_ = fork();
-    if (pid_ == 0) {
-      // Only async-signal-safe calls from here to exec.
-      prctl(PR_SET_PDEATHSIG, SIGKILL);
-      if (getppid() != parent) _exit(127);
-      sigset_t none;
-      sigemptyset(&none);
-      sigprocmask(SIG_SETMASK, &none, nullptr);
-      dup2(out[1], STDOUT_FILENO);
-      execv(argv[0], argv.data());
-      _exit(127);
-    }
-    close(out[1]);
-    if (pid_ < 0) {
-      close(out[0]);
-      return Fail(std::string("fork: ") + std::strerror(errno));
-    }
-    std::string output;
-    const auto deadline = SteadyTime::now() + 5s;
-    while (output.find('\n') == std::string::npos) {
-      const auto left =
-          std::chrono::duration_cast<std::chrono::milliseconds>(deadline - SteadyTime::now());
-      pollfd p{out[0], POLLIN, 0};
-      if (left.count() <= 0 || poll(&p, 1, static_cast<int>(left.count())) <= 0) {
-        close(out[0]);
-        return Fail("no start-up line; got: " + output);
-      }
-      char buffer[256];
-      const ssize_t got = read(out[0], buffer, sizeof(buffer));
-      if (got <= 0) {
-        close(out[0]);
-        return Fail("stdout closed before the start-up line; got: " + output);
-      }
-      output.append(buffer, static_cast<size_t>(got));
-    }
-    close(out[0]);
-    const std::string line = output.substr(0, output.find('\n'));
-    const size_t colon = line.rfind(':');
-    int port = 0;
-    if (line.rfind("listening ", 0) != 0 || colon == std::string::npos ||
-        std::from_chars(line.data() + colon + 1, line.data() + line.size(), port).ec !=
-            std::errc() ||
-        port <= 0 || port > 65535) {
-      return Fail("unexpected start-up line: " + line);
-    }
-    port_ = static_cast<uint16_t>(port);
-    return true;
-  }
-
-  // SIGKILL and reap: the kernel closes the upstream's sockets.
-  void Kill() {
-    if (pid_ > 0) {
-      kill(pid_, SIGKILL);
-      int status = 0;
-      while (waitpid(pid_, &status, 0) < 0 && errno == EINTR) {
-      }
-    }
-    pid_ = -1;
-  }
-
-  uint16_t port() const { return port_; }
-  net::Endpoint endpoint() const {
-    net::Endpoint endpoint;
-    endpoint.address = *net::IpAddress::Parse("127.0.0.1");
-    endpoint.port = port_;
-    return endpoint;
-  }
-  const std::string& error() const { return error_; }
-
- private:
-  bool Fail(std::string message) {
-    error_ = std::move(message);
-    Kill();
-    return false;
-  }
-
-  pid_t pid_ = -1;
-  uint16_t port_ = 0;
-  std::string error_;
-};
-
-// --- The event loop on its own thread ------------------------------------------------------
-
-class LoopThread {
- public:
-  LoopThread() : thread_([this] { loop_.Run(); }) {}
-  ~LoopThread() { Stop(); }
-  net::EventLoop& loop() { return loop_; }
-
-  // Stops and joins the loop thread; the loop object stays for the teardown.
-  void Stop() {
-    if (!thread_.joinable()) return;
-    loop_.Stop();
-    thread_.join();
-  }
-
-  template <typename F>
-  auto Call(F f) -> decltype(f()) {
-    using R = decltype(f());
-    std::promise<R> promise;
-    std::future<R> future = promise.get_future();
-    loop_.Post([&] {
-      if constexpr (std::is_void_v<R>) {
-        f();
-        promise.set_value();
-      } else {
-        promise.set_value(f());
-      }
-    });
-    return future.get();
-  }
-
-  // Evaluates `condition` on the loop every millisecond until it holds or `timeout` passes.
-  bool WaitFor(const std::function<bool()>& condition, std::chrono::milliseconds timeout = 10s) {
-    const auto deadline = SteadyTime::now() + timeout;
-    while (SteadyTime::now() < deadline) {
-      if (Call(condition)) return true;
-      std::this_thread::sleep_for(1ms);  // polling, bounded by the deadline
-    }
-    return Call(condition);
-  }
-
- private:
-  SteadyClock clock_;
-  net::EventLoop loop_{clock_};
-  std::thread thread_;
-};
+// 127.0.0.1:port, where the upstream processes and scripted servers listen.
+net::Endpoint LoopbackEndpoint(uint16_t port) {
+  net::Endpoint endpoint;
+  endpoint.address = *net::IpAddress::Parse("127.0.0.1");
+  endpoint.port = port;
+  return endpoint;
+}
 
 // --- A scripted server, for what the test upstream never sends -----------------------------
 
@@ -223,12 +79,7 @@ class ScriptedServer {
     thread_.join();
     close(listener_);
   }
-  net::Endpoint endpoint() const {
-    net::Endpoint endpoint;
-    endpoint.address = *net::IpAddress::Parse("127.0.0.1");
-    endpoint.port = port_;
-    return endpoint;
-  }
+  net::Endpoint endpoint() const { return LoopbackEndpoint(port_); }
 
  private:
   // Waits for `fd` to be readable, 10 ms at a time, until stopped or 10 s pass.
@@ -447,7 +298,7 @@ class UpstreamConnectionTest : public ::testing::Test {
 
   // Takes a connection from the pool and sends `request` (loop thread).
   void Start(Exchange& ex, const UpstreamRequest& request) {
-    ex.connection = &pool_->Acquire(upstream_.endpoint(), ex);
+    ex.connection = &pool_->Acquire(LoopbackEndpoint(upstream_.port()), ex);
     ex.state_at_acquire = ex.connection->state();
     ex.connection->StartRequest(ex, request);
   }
@@ -469,7 +320,7 @@ class UpstreamConnectionTest : public ::testing::Test {
                               std::optional<net::Endpoint> server = std::nullopt) {
     return loop_.Call([&] {
       connections_.push_back(std::make_unique<UpstreamConnection>(
-          loop_.loop(), server.value_or(upstream_.endpoint()), options, ex));
+          loop_.loop(), server.value_or(LoopbackEndpoint(upstream_.port())), options, ex));
       connections_.back()->Connect();
       return connections_.back().get();
     });
@@ -549,7 +400,7 @@ TEST_F(UpstreamConnectionTest, KeepAliveReusesOneConnectionForTenRequests) {
   loop_.Call([&] {
     EXPECT_EQ(pool.stats().connects, 1u);
     EXPECT_EQ(pool.stats().reuses, 10u);
-    EXPECT_EQ(pool.idle_count(upstream_.endpoint()), 1u);
+    EXPECT_EQ(pool.idle_count(LoopbackEndpoint(upstream_.port())), 1u);
   });
 }
 
@@ -822,7 +673,7 @@ TEST_F(UpstreamConnectionTest, ConnectRefusedFailsBeforeAnyByte) {
   ASSERT_EQ(bind(holder, reinterpret_cast<sockaddr*>(&address), sizeof(address)), 0);
   socklen_t length = sizeof(address);
   getsockname(holder, reinterpret_cast<sockaddr*>(&address), &length);
-  net::Endpoint refused = upstream_.endpoint();
+  net::Endpoint refused = LoopbackEndpoint(upstream_.port());
   refused.port = ntohs(address.sin_port);
 
   UpstreamPool& pool = MakePool();
@@ -864,7 +715,7 @@ TEST_F(UpstreamConnectionTest, ConnectTimeoutWhenTheServerNeverAnswersTheSyn) {
   // The first filler's handshake completes into the queue; the others' SYNs are dropped.
   pollfd first{fillers[0], POLLOUT, 0};
   ASSERT_EQ(poll(&first, 1, 5000), 1);
-  net::Endpoint silent = upstream_.endpoint();
+  net::Endpoint silent = LoopbackEndpoint(upstream_.port());
   silent.port = ntohs(address.sin_port);
 
   UpstreamConnectionOptions options;
@@ -966,14 +817,13 @@ TEST_F(UpstreamConnectionTest, IdleConnectionClosedByTheServerIsNotReused) {
   UpstreamPool& pool = MakePool();
   Exchange& first = Fetch(GetHead("/"));
   ASSERT_TRUE(first.complete) << first.Describe();
-  loop_.Call([&] { EXPECT_EQ(pool.idle_count(upstream_.endpoint()), 1u); });
+  loop_.Call([&] { EXPECT_EQ(pool.idle_count(LoopbackEndpoint(upstream_.port())), 1u); });
 
   // A new upstream process on the same port; the old one's connections are gone.
-  const std::string listen = "127.0.0.1:" + std::to_string(upstream_.port());
-  upstream_.Kill();
-  ASSERT_TRUE(upstream_.Start("b", listen)) << upstream_.error();
+  ASSERT_TRUE(upstream_.Restart("b")) << upstream_.error();
   // The loop sees the idle connection's end of input and drops it.
-  EXPECT_TRUE(loop_.WaitFor([&] { return pool.idle_count(upstream_.endpoint()) == 0; }));
+  EXPECT_TRUE(
+      loop_.WaitFor([&] { return pool.idle_count(LoopbackEndpoint(upstream_.port())) == 0; }));
 
   Exchange& second = Fetch(GetHead("/"));
   ASSERT_TRUE(second.complete) << second.Describe();
@@ -1027,7 +877,7 @@ TEST_F(UpstreamConnectionTest, PoolBoundHonouredAndLeastRecentlyUsedEvicted) {
   for (Exchange* ex : batch) ASSERT_TRUE(ex->complete) << ex->Describe();
   loop_.Call([&] {
     EXPECT_EQ(pool.stats().connects, 6u);
-    EXPECT_EQ(pool.idle_count(upstream_.endpoint()), 4u);
+    EXPECT_EQ(pool.idle_count(LoopbackEndpoint(upstream_.port())), 4u);
     EXPECT_EQ(pool.stats().evicted, 2u);
     EXPECT_EQ(pool.open_count(), 4u);
   });
@@ -1179,7 +1029,7 @@ TEST_F(UpstreamConnectionTest, NoAllocationPerRequestOnceWarm) {
   UpstreamPool& pool = MakePool();
   auto repeater = std::make_shared<Repeater>();
   repeater->pool = &pool;
-  repeater->server = upstream_.endpoint();
+  repeater->server = LoopbackEndpoint(upstream_.port());
   repeater->head = GetHead("/bytes/20000");
   repeater->remaining = 120;
   repeater->measured = 100;

@@ -7,7 +7,6 @@
 
 #include <chrono>
 #include <functional>
-#include <future>
 #include <string>
 #include <thread>
 #include <vector>
@@ -15,56 +14,16 @@
 #include "core/hash_ring.h"
 #include "redis/redis_process.h"
 #include "store/memory_store.h"
+#include "testing/loop_thread.h"
 
 namespace sluice::store {
 namespace {
 
 using namespace std::chrono_literals;
+using sluice::testing::LoopThread;
 using sluice::testing::RedisClient;
 using sluice::testing::RedisCluster;
 using sluice::testing::RedisProcess;
-
-// An event loop on its own thread; the test hands it work and waits for the result.
-class LoopThread {
- public:
-  LoopThread() : thread_([this] { loop_.Run(); }) {}
-  ~LoopThread() {
-    loop_.Stop();
-    thread_.join();
-  }
-  net::EventLoop& loop() { return loop_; }
-
-  template <typename F>
-  auto Call(F f) -> decltype(f()) {
-    using R = decltype(f());
-    std::promise<R> promise;
-    std::future<R> future = promise.get_future();
-    loop_.Post([&] {
-      if constexpr (std::is_void_v<R>) {
-        f();
-        promise.set_value();
-      } else {
-        promise.set_value(f());
-      }
-    });
-    return future.get();
-  }
-
-  // Polls `condition` on the loop every 5 ms until it holds or `timeout` passes.
-  bool WaitFor(const std::function<bool()>& condition, Duration timeout = 5s) {
-    const auto deadline = std::chrono::steady_clock::now() + timeout;
-    while (std::chrono::steady_clock::now() < deadline) {
-      if (Call(condition)) return true;
-      std::this_thread::sleep_for(5ms);
-    }
-    return false;
-  }
-
- private:
-  SteadyClock clock_;
-  net::EventLoop loop_{clock_};
-  std::thread thread_;
-};
 
 // Records one answer and when it came (loop thread only).
 struct Answer final : Store::Completion {
@@ -143,7 +102,7 @@ class RedisStoreTest : public ::testing::Test {
 
   RedisProcess redis_;
   MemoryStore memory_{MemoryStore::Options{}};
-  LoopThread loop_;
+  LoopThread loop_{5s, 5ms};  // WaitFor: 5 s, polled every 5 ms
   std::unique_ptr<RedisStore> store_;
 };
 
@@ -366,7 +325,7 @@ class RedisClusterStoreTest : public ::testing::Test {
   }
 
   RedisCluster cluster_;
-  LoopThread loop_;
+  LoopThread loop_{5s, 5ms};  // WaitFor: 5 s, polled every 5 ms
   std::unique_ptr<RedisStore> store_;
 };
 

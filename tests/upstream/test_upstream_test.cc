@@ -14,7 +14,6 @@
 #include <netinet/tcp.h>
 #include <poll.h>
 #include <signal.h>
-#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -36,13 +35,12 @@
 #include <utility>
 #include <vector>
 
-#ifndef SLUICE_TEST_UPSTREAM_BINARY
-#error "SLUICE_TEST_UPSTREAM_BINARY must name the sluice_test_upstream binary"
-#endif
+#include "upstream/upstream_process.h"
 
 namespace sluice::test_upstream {
 namespace {
 
+using sluice::testing::UpstreamProcess;
 using Clock = std::chrono::steady_clock;
 using Millis = std::chrono::milliseconds;
 
@@ -105,152 +103,7 @@ const Pattern& ThePattern() {
   return *pattern;
 }
 
-// --- The upstream process -----------------------------------------------------------------
-
-// SLUICE_TEST_UPSTREAM_BINARY as a child process, stdout on a pipe to read the start-up
-// line, stderr shared with the test (so its complaints show in the test output).
-class UpstreamProcess {
- public:
-  UpstreamProcess() = default;
-  ~UpstreamProcess() { Kill(); }
-  UpstreamProcess(const UpstreamProcess&) = delete;
-  UpstreamProcess& operator=(const UpstreamProcess&) = delete;
-
-  // Starts `--listen listen --name name` and waits for the "listening" line.
-  bool Start(const std::string& name, const std::string& listen = "127.0.0.1:0",
-             Millis timeout = kIoTimeout) {
-    output_.clear();
-    line_.clear();
-    error_.clear();
-    early_exit_.reset();
-    port_ = 0;
-    int out[2];
-    if (pipe2(out, O_CLOEXEC) != 0) return Fail(std::string("pipe: ") + std::strerror(errno));
-    std::vector<std::string> args = {SLUICE_TEST_UPSTREAM_BINARY, "--listen", listen, "--name",
-                                     name};
-    std::vector<char*> argv;
-    for (std::string& arg : args) argv.push_back(arg.data());
-    argv.push_back(nullptr);
-    const pid_t parent = getpid();
-    pid_ = fork();
-    if (pid_ == 0) {
-      // Only async-signal-safe calls from here to exec.
-      prctl(PR_SET_PDEATHSIG, SIGKILL);
-      if (getppid() != parent) _exit(127);
-      sigset_t none;
-      sigemptyset(&none);
-      sigprocmask(SIG_SETMASK, &none, nullptr);
-      const int null_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
-      dup2(null_fd, STDIN_FILENO);
-      dup2(out[1], STDOUT_FILENO);
-      execv(argv[0], argv.data());
-      _exit(127);
-    }
-    close(out[1]);
-    if (pid_ < 0) {
-      close(out[0]);
-      return Fail(std::string("fork: ") + std::strerror(errno));
-    }
-    stdout_fd_ = out[0];
-
-    const auto deadline = Clock::now() + timeout;
-    while (output_.find('\n') == std::string::npos) {
-      pollfd p{stdout_fd_, POLLIN, 0};
-      const int ready = poll(&p, 1, RemainingMs(deadline));
-      if (ready < 0 && errno == EINTR) continue;
-      if (ready <= 0) return Fail("no start-up line within the timeout; got: " + output_);
-      char buffer[256];
-      const ssize_t got = read(stdout_fd_, buffer, sizeof(buffer));
-      if (got <= 0) {
-        ReapExited(deadline);
-        return Fail("stdout closed before the start-up line; got: " + output_);
-      }
-      output_.append(buffer, static_cast<size_t>(got));
-    }
-    line_ = output_.substr(0, output_.find('\n'));
-    const std::string prefix = "listening ";
-    const size_t colon = line_.rfind(':');
-    int port = 0;
-    if (line_.rfind(prefix, 0) != 0 || colon == std::string::npos ||
-        std::from_chars(line_.data() + colon + 1, line_.data() + line_.size(), port).ec !=
-            std::errc() ||
-        port <= 0 || port > 65535) {
-      return Fail("unexpected start-up line: " + line_);
-    }
-    port_ = static_cast<uint16_t>(port);
-    return true;
-  }
-
-  // Sends `signal` and waits for the exit; the wait status, or empty if it did not exit
-  // in time (then it is killed).
-  std::optional<int> Stop(int signal, Millis timeout = kIoTimeout) {
-    if (pid_ <= 0) return std::nullopt;
-    kill(pid_, signal);
-    const auto deadline = Clock::now() + timeout;
-    while (Clock::now() < deadline) {
-      int status = 0;
-      if (waitpid(pid_, &status, WNOHANG) == pid_) {
-        Forget();
-        return status;
-      }
-      std::this_thread::sleep_for(Millis(2));  // polling for the exit, bounded above
-    }
-    Kill();
-    return std::nullopt;
-  }
-
-  // SIGKILL and reap.
-  void Kill() {
-    if (pid_ > 0) {
-      kill(pid_, SIGKILL);
-      int status = 0;
-      while (waitpid(pid_, &status, 0) < 0 && errno == EINTR) {
-      }
-    }
-    Forget();
-  }
-
-  pid_t pid() const { return pid_; }
-  // The wait status of a child that exited by itself while starting.
-  std::optional<int> early_exit() const { return early_exit_; }
-  uint16_t port() const { return port_; }
-  const std::string& line() const { return line_; }
-  const std::string& error() const { return error_; }
-
- private:
-  // The child closed its stdout: it is exiting; reap it for its status.
-  void ReapExited(Clock::time_point deadline) {
-    while (true) {
-      int status = 0;
-      if (waitpid(pid_, &status, WNOHANG) == pid_) {
-        early_exit_ = status;
-        pid_ = -1;
-        return;
-      }
-      if (Clock::now() >= deadline) return;
-      std::this_thread::sleep_for(Millis(2));  // polling for the exit, bounded above
-    }
-  }
-
-  bool Fail(std::string message) {
-    error_ = std::move(message);
-    Kill();
-    return false;
-  }
-  void Forget() {
-    if (stdout_fd_ >= 0) close(stdout_fd_);
-    stdout_fd_ = -1;
-    pid_ = -1;
-  }
-
-  pid_t pid_ = -1;
-  int stdout_fd_ = -1;
-  uint16_t port_ = 0;
-  std::optional<int> early_exit_;
-  std::string output_;
-  std::string line_;
-  std::string error_;
-};
+// --- The upstream process (UpstreamProcess: tests/upstream/upstream_process.h) -------------
 
 // The server's resident memory, from /proc (0 if unreadable).
 uint64_t ResidentKiB(pid_t pid) {
@@ -1087,8 +940,7 @@ TEST_F(TestUpstreamTest, RestartsOnTheSamePortRightAfterBeingKilled) {
     EXPECT_EQ(client.Get("/", "Connection: close\r\n").status, 200);
     EXPECT_EQ(client.WaitClosed(), Client::Peer::kClosed);
   }
-  upstream_.Kill();
-  ASSERT_TRUE(upstream_.Start("b", "127.0.0.1:" + std::to_string(old_port))) << upstream_.error();
+  ASSERT_TRUE(upstream_.Restart("b")) << upstream_.error();
   EXPECT_EQ(port(), old_port);
   Client client(port());
   const Response response = client.Get("/");
