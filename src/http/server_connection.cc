@@ -562,9 +562,13 @@ void ServerConnection::Dispatch() {
   header_spans_.Views(base, header_views_.data());
   request.headers = {header_views_.data(), header_spans_.size()};
 
-  // RFC 9112: a header name with white space before the colon, and an HTTP/1.1
-  // request with no Host or several, must be refused; letting them through would let
-  // a client show the rules one host and an upstream another.
+  // RFC 9112: a header name with white space in it (before the colon, or before the
+  // name, which libhttp-parser keeps in the name), a value folded over lines
+  // (obs-fold, which the parser hands over with the line break inside), and an
+  // HTTP/1.1 request with no Host or several, are refused; letting them through would
+  // let a client show the rules one field and an upstream another
+  // (" Transfer-Encoding: chunked" is not Transfer-Encoding to the parser, but may be
+  // to an upstream that trims it).
   // One pass finds the headers this layer needs (Host, X-Request-Id, Expect).
   size_t host_count = 0;
   std::string_view host_header;
@@ -572,7 +576,8 @@ void ServerConnection::Dispatch() {
   std::optional<std::string_view> expect;
   for (size_t i = 0; i < header_spans_.size(); ++i) {
     const std::string_view name = header_views_[i].name;
-    if (name.empty() || name.back() == ' ' || name.back() == '\t') {
+    if (name.empty() || name.find_first_of(" \t") != std::string_view::npos ||
+        header_views_[i].value.find_first_of("\r\n") != std::string_view::npos) {
       FailProtocol(400);
       return;
     }

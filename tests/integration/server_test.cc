@@ -253,12 +253,19 @@ rules:
 // 400. sluice answers all three with 200. For a limiter this matters because rules
 // match and key on Host (the first line wins here, an upstream may take another), and
 // "X-API-Key : k" is a key sluice does not see but a lenient upstream might.
-TEST(ServerTest, MissingOrDuplicateHostAndSpaceBeforeColonGet400) {
+TEST(ServerTest, MissingOrDuplicateHostSpaceInNamesAndFoldedValuesGet400) {
   START_SLUICE(sluice, Config(""));
   for (const std::string_view bad : {
            std::string_view("GET / HTTP/1.1\r\n\r\n"),
            std::string_view("GET / HTTP/1.1\r\nHost: a.example\r\nHost: b.example\r\n\r\n"),
            std::string_view("GET / HTTP/1.1\r\nHost: a.example\r\nX-API-Key : k\r\n\r\n"),
+           // White space before or inside a name, and a value folded over two lines
+           // (obs-fold): smuggling vectors for a proxy.
+           std::string_view(
+               "GET / HTTP/1.1\r\n Transfer-Encoding: chunked\r\nHost: a.example\r\n\r\n"),
+           std::string_view("GET / HTTP/1.1\r\nHost: a.example\r\nX API-Key: k\r\n\r\n"),
+           std::string_view(
+               "GET / HTTP/1.1\r\nHost: a.example\r\n Transfer-Encoding: chunked\r\n\r\n"),
        }) {
     HttpClient c(sluice.port());
     ASSERT_TRUE(c.Send(bad));
