@@ -1078,12 +1078,18 @@ bool Loader::LoadUpstream(const Item& item, Upstream& upstream,
     }
   }
   if (const Item* v = fields->Value("health_check")) {
-    if (auto check = Map(*v, {"path", "interval_ms"})) {
+    if (auto check = Map(*v, {"path", "interval_ms", "unhealthy_threshold", "healthy_threshold"})) {
       if (const Item* p = check->Value("path")) {
         if (auto path = PathPrefix(*p)) upstream.health_check_path = *path;
       }
       if (const Item* i = check->Value("interval_ms")) {
         if (auto interval = Millis(*i)) upstream.health_check_interval = *interval;
+      }
+      if (const Item* t = check->Value("unhealthy_threshold")) {
+        if (auto n = Whole(*t, 1, 1000)) upstream.unhealthy_threshold = static_cast<uint32_t>(*n);
+      }
+      if (const Item* t = check->Value("healthy_threshold")) {
+        if (auto n = Whole(*t, 1, 1000)) upstream.healthy_threshold = static_cast<uint32_t>(*n);
       }
     }
   }

@@ -115,6 +115,10 @@ struct Upstream {
   std::vector<UpstreamServer> servers;
   std::string health_check_path;  // "" = no active checks
   Duration health_check_interval = 2000ms;
+  // Failed checks in a row that mark a server down, passed ones that mark it up
+  // (HAProxy's fall 3 / rise 2; src/http/upstream_health.h).
+  uint32_t unhealthy_threshold = 3;
+  uint32_t healthy_threshold = 2;
   uint32_t circuit_consecutive_failures = 5;
   Duration circuit_open = 10'000ms;
   std::string fallback;  // another upstream's name, or ""

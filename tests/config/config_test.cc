@@ -864,6 +864,7 @@ upstreams:
     balance: hash
     servers: [{address: "[::1]:2", weight: 1000}]
     circuit_breaker: {consecutive_failures: 1, open_ms: 1}
+    health_check: {path: "/up", unhealthy_threshold: 5, healthy_threshold: 1}
     fallback: b
     tls: true
 )");
@@ -882,8 +883,13 @@ upstreams:
   EXPECT_EQ(a.servers.at(0).weight, 1000u);
   EXPECT_EQ(a.circuit_consecutive_failures, 1u);
   EXPECT_EQ(a.circuit_open, milliseconds(1));
-  EXPECT_EQ(a.health_check_path, "");
+  EXPECT_EQ(a.health_check_path, "/up");
   EXPECT_EQ(a.health_check_interval, milliseconds(2000));
+  EXPECT_EQ(a.unhealthy_threshold, 5u);
+  EXPECT_EQ(a.healthy_threshold, 1u);
+  EXPECT_EQ(config->upstreams[0].health_check_path, "");
+  EXPECT_EQ(config->upstreams[0].unhealthy_threshold, 3u);
+  EXPECT_EQ(config->upstreams[0].healthy_threshold, 2u);
   EXPECT_EQ(a.fallback, "b");
   EXPECT_TRUE(a.tls);
 }
@@ -900,7 +906,7 @@ upstreams:
     fallback: app
   web:
     servers: [{address: "127.0.0.1:80", weight: 0}, {weight: 2}]
-    health_check: {path: healthz, interval_ms: 0}
+    health_check: {path: healthz, interval_ms: 0, healthy_threshold: 0}
     fallback: nowhere
 )"),
             (Lines{"t.yaml:2:5: routes[0]: missing required key \"upstream\"",
@@ -921,6 +927,8 @@ upstreams:
                    "got \"healthz\"",
                    "t.yaml:11:48: upstreams.web.health_check.interval_ms: must be between "
                    "1 and 86400000, got 0",
+                   "t.yaml:11:70: upstreams.web.health_check.healthy_threshold: must be "
+                   "between 1 and 1000, got 0",
                    "t.yaml:12:15: upstreams.web.fallback: unknown upstream \"nowhere\" "
                    "(defined: app, web)"}));
 }
