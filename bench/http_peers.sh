@@ -37,17 +37,13 @@ export PATH="$PATH:/usr/sbin:/sbin"
 sudo=""; [ "$(id -u)" -ne 0 ] && sudo=sudo
 # apt_install, duration_s, free_port, wait_port, fill
 source "$ROOT/bench/lib.sh"
-missing=()
-command -v python3 >/dev/null || missing+=(python3)
-command -v curl >/dev/null || missing+=(curl)
-command -v taskset >/dev/null || missing+=(util-linux)
-command -v pgrep >/dev/null || missing+=(procps)
-command -v wrk >/dev/null || missing+=(wrk)
-command -v haproxy >/dev/null || missing+=(haproxy)
-if [ ${#missing[@]} -gt 0 ]; then
-  echo "installing: ${missing[*]}" >&2
-  apt_install "${missing[@]}"
-fi
+need python3 python3
+need curl curl
+need util-linux taskset
+need procps pgrep
+need wrk wrk
+need haproxy haproxy
+install_needed
 if ! command -v nginx >/dev/null; then
   echo "installing: nginx-light (or nginx)" >&2
   apt_install nginx-light || apt_install nginx

@@ -7,6 +7,22 @@ apt_install() {
   }
 }
 
+# need PACKAGE COMMAND...: PACKAGE is installed by install_needed unless every COMMAND
+# is found.
+needed=()
+need() {
+  local package=$1 command; shift
+  for command in "$@"; do
+    command -v "$command" >/dev/null || { needed+=("$package"); return 0; }
+  done
+}
+install_needed() {
+  [ ${#needed[@]} -gt 0 ] || return 0
+  echo "installing: ${needed[*]}" >&2
+  apt_install "${needed[@]}"
+  needed=()
+}
+
 duration_s() {  # wrk's duration syntax: 10, 10s, 2m, 1h
   local d=$1 n=${1%[smh]}
   case "$d" in *h) echo $((n * 3600)) ;; *m) echo $((n * 60)) ;; *) echo "$n" ;; esac

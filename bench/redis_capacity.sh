@@ -44,8 +44,11 @@ REDIS_CPU=${REDIS_CPU:-1}
 
 sudo=""
 [[ $(id -u) == 0 ]] || sudo=sudo
-command -v redis-server >/dev/null && command -v redis-benchmark >/dev/null ||
-  apt_install redis-server redis-tools
+need redis-server redis-server
+need redis-tools redis-cli redis-benchmark
+need python3 python3
+need util-linux taskset
+install_needed
 cmake --build "$BUILD_DIR" --target redis_store_load >/dev/null
 
 WORK=$(mktemp -d)

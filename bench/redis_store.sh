@@ -74,19 +74,15 @@ export PATH="$PATH:/usr/sbin:/sbin"
 sudo=""; [ "$(id -u)" -ne 0 ] && sudo=sudo
 # apt_install, duration_s, free_port, wait_port, fill
 source "$ROOT/bench/lib.sh"
-missing=()
-command -v python3 >/dev/null || missing+=(python3)
-command -v curl >/dev/null || missing+=(curl)
-command -v taskset >/dev/null || missing+=(util-linux)
-command -v ps >/dev/null || missing+=(procps)
-command -v wrk >/dev/null || missing+=(wrk)
-command -v redis-server >/dev/null || missing+=(redis-server)
-{ command -v redis-cli >/dev/null && command -v redis-benchmark >/dev/null; } || missing+=(redis-tools)
-if [ "$PROFILE" = 1 ] && ! command -v perf >/dev/null; then missing+=(linux-perf); fi
-if [ ${#missing[@]} -gt 0 ]; then
-  echo "installing: ${missing[*]}" >&2
-  apt_install "${missing[@]}"
-fi
+need python3 python3
+need curl curl
+need util-linux taskset
+need procps ps
+need wrk wrk
+need redis-server redis-server
+need redis-tools redis-cli redis-benchmark
+[ "$PROFILE" = 1 ] && need linux-perf perf
+install_needed
 [ -x "$BUILD_DIR/sluice" ] || make build BUILD_DIR="$BUILD_DIR"
 SLUICE_BUILT="$ROOT/$BUILD_DIR/sluice"
 case "$BUILD_DIR" in /*) SLUICE_BUILT="$BUILD_DIR/sluice" ;; esac
