@@ -1038,7 +1038,8 @@ void Loader::LoadUpstreams(const Item& item, std::vector<Upstream>& upstreams,
 bool Loader::LoadUpstream(const Item& item, Upstream& upstream,
                           std::optional<Item>& fallback_item) {
   const std::optional<Fields> fields =
-      Map(item, {"balance", "servers", "health_check", "circuit_breaker", "fallback", "tls"});
+      Map(item, {"balance", "servers", "health_check", "circuit_breaker", "fallback", "tls",
+                 "timeouts", "max_idle_connections"});
   if (!fields) return false;
   const size_t errors_before = errors_.size();
   if (const Item* v = fields->Value("balance")) {
@@ -1113,6 +1114,22 @@ bool Loader::LoadUpstream(const Item& item, Upstream& upstream,
   }
   if (const Item* v = fields->Value("tls")) {
     if (auto tls = Bool(*v)) upstream.tls = *tls;
+  }
+  if (const Item* v = fields->Value("timeouts")) {
+    if (auto timeouts = Map(*v, {"connect_ms", "first_byte_ms", "idle_ms"})) {
+      if (const Item* t = timeouts->Value("connect_ms")) {
+        if (auto d = Millis(*t)) upstream.connect_timeout = *d;
+      }
+      if (const Item* t = timeouts->Value("first_byte_ms")) {
+        if (auto d = Millis(*t)) upstream.first_byte_timeout = *d;
+      }
+      if (const Item* t = timeouts->Value("idle_ms")) {
+        if (auto d = Millis(*t)) upstream.idle_timeout = *d;
+      }
+    }
+  }
+  if (const Item* v = fields->Value("max_idle_connections")) {
+    if (auto n = Whole(*v, 0, 10'000)) upstream.max_idle_connections = static_cast<uint32_t>(*n);
   }
   return errors_.size() == errors_before;
 }

@@ -123,6 +123,13 @@ struct Upstream {
   Duration circuit_open = 10'000ms;
   std::string fallback;  // another upstream's name, or ""
   bool tls = false;
+  // timeouts: {connect_ms, first_byte_ms, idle_ms}, as nginx's proxy_connect_timeout
+  // and proxy_read_timeout (first byte, then between reads).
+  Duration connect_timeout = 5000ms;
+  Duration first_byte_timeout = 60'000ms;
+  Duration idle_timeout = 60'000ms;
+  // Idle keep-alive connections each worker keeps per server (nginx's `keepalive`).
+  uint32_t max_idle_connections = 32;
 };
 
 struct Config {

@@ -72,8 +72,9 @@ bool IsUsableRequestId(std::string_view id) {
   return true;
 }
 
-// "Date: Sun, 22 Nov 2026 10:00:00 GMT\r\n", formatted once per second per thread.
-std::string_view DateHeader() {
+}  // namespace
+
+std::string_view CurrentDateLine() {
   thread_local time_t cached_second = -1;
   thread_local char line[64];
   thread_local size_t length = 0;
@@ -86,6 +87,8 @@ std::string_view DateHeader() {
   }
   return {line, length};
 }
+
+namespace {
 
 char* AppendDecimal(char* out, uint64_t value) {
   char digits[20];
@@ -338,7 +341,10 @@ void ServerConnection::OnDeadline() {
   // A head that did not arrive in time (also on a new connection that sent nothing),
   // or a body that stopped coming before it was answered: 408. An idle keep-alive
   // connection, or one whose answer is out and whose body stalled: just close.
-  if (deadline_is_header_ || (phase_ == Phase::kBody && !answered_ && !held_)) {
+  // A streamed request whose body stalls gets its 408 too, unless its response has
+  // begun; a client that stopped reading a streamed response is closed.
+  if (deadline_is_header_ || (phase_ == Phase::kBody && !answered_ && !response_started_ &&
+                              (!held_ || stream_ != nullptr))) {
     FailProtocol(408);
     return;
   }
@@ -355,6 +361,11 @@ void ServerConnection::OnIoEvent(uint32_t events) {
   if (events & EPOLLIN) ReadAvailable();
   if (!closed_) Flush();
   in_io_event_ = false;
+  // Outside the in-event section, so that what the handler writes now is flushed now.
+  if (!closed_ && drain_wanted_ && out_.size() - out_sent_ <= kResponseLowWater) {
+    drain_wanted_ = false;
+    if (stream_ != nullptr) stream_->OnResponseDrained(*this);
+  }
   if (!closed_) UpdateInterest();
 }
 
@@ -392,6 +403,10 @@ void ServerConnection::ReadAvailable() {
     const ssize_t n = recv(fd_, in_.data() + in_end_, in_.size() - in_end_, 0);
     if (n > 0) {
       in_end_ += static_cast<size_t>(n);
+      // A body that keeps coming is not a stalled one, however long it takes.
+      if (phase_ == Phase::kBody && !body_paused_ && !answered_) {
+        ArmDeadline(timeouts_.idle, limits_.idle_timeout);
+      }
       Parse();
       if (static_cast<size_t>(n) < kReadChunk / 2) return;  // likely drained
       continue;
@@ -420,6 +435,7 @@ void ServerConnection::Parse() {
       NextMessage();
       if (close_after_write_) return;
     }
+    if (phase_ == Phase::kBody && body_paused_) return;
     if (in_parsed_ == in_end_) return;
     if (out_.size() - out_sent_ > kMaxPendingOutput) return;
     if (phase_ == Phase::kIdle) {
@@ -439,10 +455,7 @@ void ServerConnection::Parse() {
       if (phase_ == Phase::kHead) {
         Dispatch();  // head complete
       } else if (phase_ == Phase::kBody) {
-        phase_ = Phase::kDone;
-        // No timeout while the answer is pending: a held request waits for its rule.
-        DisarmDeadline();
-        if (answered_) out_ready_ = out_.size();
+        DeliverBodyEvent();
       }
       continue;
     }
@@ -470,9 +483,31 @@ void ServerConnection::Parse() {
   }
 }
 
+void ServerConnection::DeliverBodyEvent() {
+  in_keep_ = in_parsed_;  // body bytes are not kept once parsed
+  if (body_piece_ != nullptr) {
+    const std::string_view piece(body_piece_, body_piece_length_);
+    body_piece_ = nullptr;
+    if (stream_ != nullptr && !answered_) stream_->OnRequestBody(*this, piece);
+    return;
+  }
+  if (!message_complete_) return;
+  phase_ = Phase::kDone;
+  // No timeout while the answer is pending: a held request waits for its rule, or for
+  // its upstream, whose own deadlines apply.
+  DisarmDeadline();
+  if (answered_ || response_started_) out_ready_ = out_.size();
+  if (stream_ != nullptr && !answered_) stream_->OnRequestBodyComplete(*this);
+}
+
 void ServerConnection::NextMessage() {
   phase_ = Phase::kIdle;
   answered_ = false;
+  stream_ = nullptr;
+  body_paused_ = false;
+  message_complete_ = false;
+  response_started_ = false;
+  drain_wanted_ = false;
   header_spans_.Clear();
   url_ = {};
   body_bytes_ = 0;
@@ -538,10 +573,18 @@ int ServerConnection::OnBody(http_parser* parser, const char* at, size_t length)
     self->body_too_large_ = true;
     return 1;
   }
+  if (self->stream_ != nullptr && !self->answered_) {
+    // Delivered by Parse, outside the parser, which then stops wherever the handler
+    // paused.
+    self->body_piece_ = at;
+    self->body_piece_length_ = length;
+    http_parser_pause(parser, 1);
+  }
   return 0;
 }
 
 int ServerConnection::OnMessageComplete(http_parser* parser) {
+  Self(parser)->message_complete_ = true;
   http_parser_pause(parser, 1);
   return 0;
 }
@@ -631,6 +674,11 @@ void ServerConnection::Respond(int status, std::string_view headers, std::string
   answered_ = true;
   const bool was_held = held_;
   held_ = false;
+  // A streamed request answered by sluice itself (a 502): the rest of its body is
+  // read and discarded.
+  stream_ = nullptr;
+  body_paused_ = false;
+  drain_wanted_ = false;
   const bool close = !keep_alive_ || draining_ || close_after_write_;
   if (close) keep_alive_ = false;
   AppendResponse(status, headers, content_type, body, close);
@@ -643,12 +691,102 @@ void ServerConnection::Respond(int status, std::string_view headers, std::string
   }
 }
 
+void ServerConnection::StreamBody(StreamHandler& handler) {
+  stream_ = &handler;
+  body_paused_ = true;
+  // Until the handler wants the body, waiting is not the client's fault.
+  if (phase_ == Phase::kBody) DisarmDeadline();
+}
+
+void ServerConnection::PauseBody() {
+  if (stream_ == nullptr || body_paused_) return;
+  body_paused_ = true;
+  if (phase_ == Phase::kBody) DisarmDeadline();
+}
+
+void ServerConnection::ResumeBody() {
+  if (stream_ == nullptr || !body_paused_ || closed_) return;
+  body_paused_ = false;
+  if (phase_ == Phase::kBody) ArmDeadline(timeouts_.idle, limits_.idle_timeout);
+  if (in_io_event_) return;  // the event's own parse goes on
+  Parse();
+  if (!closed_) Flush();
+  if (!closed_) UpdateInterest();
+}
+
+void ServerConnection::StartResponse(std::string_view head, bool close) {
+  if (closed_ || answered_ || response_started_) return;
+  response_started_ = true;
+  if (close || closes_after_response()) keep_alive_ = false;
+  response_start_ = out_.size();
+  out_.append(head);
+  // A streamed response goes out as it comes, whether or not the request has been
+  // read to its end (an upstream may answer before it has read the whole body).
+  out_ready_ = out_.size();
+  if (!in_io_event_) {
+    Flush();
+    if (!closed_) UpdateInterest();
+  }
+}
+
+bool ServerConnection::WriteResponse(std::string_view bytes, std::string_view more,
+                                     std::string_view last) {
+  if (closed_ || answered_ || !response_started_) return false;
+  if (!head_method_) {
+    out_.append(bytes);
+    out_.append(more);
+    out_.append(last);
+  }
+  out_ready_ = out_.size();
+  if (!in_io_event_) {
+    Flush();
+    if (closed_) return false;
+    UpdateInterest();
+  }
+  if (out_.size() - out_sent_ <= kResponseHighWater) return true;
+  drain_wanted_ = true;
+  return false;
+}
+
+void ServerConnection::EndResponse() {
+  if (closed_ || answered_ || !response_started_) return;
+  answered_ = true;
+  held_ = false;
+  stream_ = nullptr;
+  body_paused_ = false;
+  drain_wanted_ = false;
+  if (!keep_alive_) close_after_write_ = true;
+  out_ready_ = out_.size();
+  if (!in_io_event_) {
+    // Go on with any pipelined requests (or the rest of the body), then write.
+    Parse();
+    if (!closed_) Flush();
+    if (!closed_) UpdateInterest();
+  }
+}
+
+void ServerConnection::AbortResponse() {
+  if (closed_) return;
+  answered_ = true;
+  held_ = false;
+  stream_ = nullptr;
+  drain_wanted_ = false;
+  keep_alive_ = false;
+  close_after_write_ = true;
+  out_ready_ = out_.size();
+  DisarmDeadline();
+  if (!in_io_event_) {
+    Flush();
+    if (!closed_) UpdateInterest();
+  }
+}
+
 void ServerConnection::AppendResponse(int status, std::string_view headers,
                                       std::string_view content_type, std::string_view body,
                                       bool close) {
   response_start_ = out_.size();
   const std::string_view reason = ReasonPhrase(status);
-  const std::string_view date = DateHeader();
+  const std::string_view date = CurrentDateLine();
   const std::string_view request_id{request_id_storage_, request_id_length_};
   // Everything but the caller's headers and the body has a known bound.
   char line[512];
@@ -690,6 +828,12 @@ void ServerConnection::AppendResponse(int status, std::string_view headers,
 void ServerConnection::FailProtocol(int status) {
   handler_.OnProtocolError(*this, status);
   if (closed_) return;
+  if (response_started_) {
+    // Part of a streamed response may be out already: no second response can follow
+    // it, so the connection ends after what is queued.
+    AbortResponse();
+    return;
+  }
   // A response already made for this request is replaced: its body turned out too
   // large, and the client must hear that rather than the earlier answer.
   if (answered_ && out_ready_ <= response_start_) out_.resize(response_start_);
@@ -726,10 +870,26 @@ void ServerConnection::Flush() {
       continue;
     }
     if (n < 0 && errno == EINTR) continue;
-    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+      // A streamed response waiting on a client that does not read: the idle timeout
+      // runs from the last write that made progress.
+      if (response_started_ && !answered_ && phase_ == Phase::kDone) {
+        ArmDeadline(timeouts_.idle, limits_.idle_timeout);
+      }
+      // Written bytes at the front are dropped once they outweigh what waits, so a
+      // long streamed response does not grow the buffer by what it has sent.
+      if (out_sent_ >= 65536 && out_sent_ >= out_.size() - out_sent_) {
+        out_.erase(0, out_sent_);
+        out_ready_ -= out_sent_;
+        response_start_ = response_start_ > out_sent_ ? response_start_ - out_sent_ : 0;
+        out_sent_ = 0;
+      }
+      return;
+    }
     Close();
     return;
   }
+  if (response_started_ && !answered_ && phase_ == Phase::kDone) DisarmDeadline();
   if (out_sent_ == out_.size()) {
     out_.clear();
     out_sent_ = out_ready_ = 0;

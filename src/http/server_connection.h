@@ -4,7 +4,8 @@
 // The parser runs over the connection's own read buffer and the request handed to the
 // handler is a set of views into it: no copy of the head, no allocation per request.
 // A request is dispatched when its head is complete, so a handler that needs the body
-// (the proxy, a later issue) can stream it; the body is otherwise read and discarded.
+// (the gateway's proxy) can stream it (StreamBody); the body is otherwise read and
+// discarded.
 // Responses are answered strictly in request order: while a request is held (a
 // `delay` rule, later an upstream), parsing stops at the end of that request and
 // pipelined requests wait in the buffer.
@@ -60,6 +61,9 @@ std::string_view CanonicalPath(std::string_view path, std::string& scratch);
 // "http://user@host:8080/x?y" -> "host:8080"; nullopt for any other form ("/x").
 std::optional<std::string_view> AbsoluteFormAuthority(std::string_view target);
 
+// "Date: Sun, 22 Nov 2026 10:00:00 GMT\r\n" for now, formatted once a second per thread.
+std::string_view CurrentDateLine();
+
 // A Host value or authority without port, userinfo or trailing dot; not lower-cased.
 std::string_view HostWithoutPort(std::string_view host);
 
@@ -91,6 +95,25 @@ class TimeoutList {
 struct ConnectionTimeouts {
   TimeoutList header;  // waiting for a request head to complete
   TimeoutList idle;    // keep-alive with nothing to do, or a slow body
+};
+
+// The side of a streamed request that takes its body and feeds its response: the
+// gateway's proxy. Called on the connection's loop thread; a call may come from inside
+// one of the connection's own methods that the handler called (ResumeBody delivers
+// buffered body bytes before it returns).
+class StreamHandler {
+ public:
+  // The next piece of the request body, de-chunked; a view valid during the call.
+  // PauseBody() inside the call stops further pieces until ResumeBody().
+  virtual void OnRequestBody(ServerConnection& connection, std::string_view bytes) = 0;
+  // The request body ended (at once after ResumeBody for a request without one).
+  virtual void OnRequestBodyComplete(ServerConnection& connection) = 0;
+  // After WriteResponse() returned false: the output waiting for the client is down to
+  // kResponseLowWater.
+  virtual void OnResponseDrained(ServerConnection& connection) = 0;
+
+ protected:
+  ~StreamHandler() = default;
 };
 
 class RequestHandler {
@@ -142,6 +165,42 @@ class ServerConnection final : public net::IoHandler {
   void Hold() { held_ = true; }
   bool held() const { return held_; }
 
+  // --- Streaming (the gateway) ---
+  // Hands the current request's body to `handler` as it is read instead of discarding
+  // it. Delivery starts paused, so a body is not read before the handler is ready for
+  // it (the store may still be deciding): call ResumeBody() to start. Answering with
+  // Respond() instead ends the streaming, and the rest of the body is discarded.
+  // REQUIRES: inside OnRequest, after Hold().
+  void StreamBody(StreamHandler& handler);
+  void PauseBody();
+  void ResumeBody();
+  // The whole request has been read.
+  bool request_complete() const { return phase_ == Phase::kDone; }
+  // Starts the held request's response: `head` is its status line and fields, through
+  // the blank line, as the caller built it (with `Connection: close` when
+  // closes_after_response() or `close`). The connection closes after it when `close`
+  // (a body delimited by closing) or when closes_after_response() said so.
+  void StartResponse(std::string_view head, bool close);
+  // Appends response bytes as they are (the caller frames the body). Returns false
+  // when more than kResponseHighWater bytes wait for the client, or the connection
+  // closed: stop until StreamHandler::OnResponseDrained (which does not follow a
+  // close). HEAD requests: the bytes are dropped.
+  bool WriteResponse(std::string_view bytes, std::string_view more = {},
+                     std::string_view last = {});
+  // The response is complete; the connection goes on to the next request.
+  void EndResponse();
+  // The response cannot be completed (its upstream failed mid-body): what is queued is
+  // written and the connection closes, so the client sees a truncated message.
+  void AbortResponse();
+  bool response_started() const { return response_started_; }
+  // The connection closes after the current response whatever its framing: the
+  // client asked to, or the server is draining.
+  bool closes_after_response() const { return !keep_alive_ || draining_ || close_after_write_; }
+  // The current request's id (valid until its response ends).
+  std::string_view request_id() const { return {request_id_storage_, request_id_length_}; }
+  static constexpr size_t kResponseHighWater = 256 * 1024;
+  static constexpr size_t kResponseLowWater = 64 * 1024;
+
   // Stops reading new requests; the connection closes after the current response
   // (or at once when idle). Used when the server shuts down.
   void Drain();
@@ -174,6 +233,8 @@ class ServerConnection final : public net::IoHandler {
   // Runs the parser over buffered input until it needs more, or a request is held.
   void Parse();
   void Dispatch();
+  // What a body piece, or the message's end, that the parser stopped at means.
+  void DeliverBodyEvent();
   void NextMessage();
   void FailProtocol(int status);
   void Flush();
@@ -215,6 +276,16 @@ class ServerConnection final : public net::IoHandler {
 
   bool held_ = false;
   bool answered_ = false;
+  // Streaming: the body's handler while the request is held for it, and the piece of
+  // body the parser stopped at (OnBody pauses the parser so that the handler is called
+  // outside it).
+  StreamHandler* stream_ = nullptr;
+  bool body_paused_ = false;
+  bool message_complete_ = false;
+  bool response_started_ = false;
+  bool drain_wanted_ = false;
+  const char* body_piece_ = nullptr;
+  size_t body_piece_length_ = 0;
   bool close_after_write_ = false;
   bool draining_ = false;
   bool closed_ = false;

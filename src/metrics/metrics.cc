@@ -125,6 +125,19 @@ size_t Registry::NodeSlot(std::string_view name) {
   return SlotOf(node_names_, name, kMaxNodeSlots);
 }
 
+size_t Registry::UpstreamSlot(std::string_view name) {
+  std::lock_guard lock(mutex_);
+  return SlotOf(upstream_names_, name, kMaxUpstreamSlots);
+}
+
+size_t Registry::CircuitSlot(std::string_view upstream, std::string_view server) {
+  std::string name(upstream);
+  name += '\n';
+  name += server;
+  std::lock_guard lock(mutex_);
+  return SlotOf(circuit_names_, name, kMaxCircuitSlots);
+}
+
 void Registry::SetStoreBackend(std::string_view backend) {
   std::lock_guard lock(mutex_);
   store_backend_ = backend;
@@ -238,6 +251,34 @@ std::string Registry::Render() const {
                  "# HELP sluice_requests_held Requests held by delay rules now.\n"
                  "# TYPE sluice_requests_held gauge\nsluice_requests_held {}\n",
                  active, accepted, refused, held);
+  if (!upstream_names_.empty()) {
+    out +=
+        "# HELP sluice_upstream_requests_total Attempts sent to upstream servers, by the "
+        "upstream's status code (502 or 504 when it gave none).\n"
+        "# TYPE sluice_upstream_requests_total counter\n";
+    for (size_t u = 0; u < upstream_names_.size(); ++u) {
+      for (size_t code = 100; code < kUpstreamCodes; ++code) {
+        uint64_t total = 0;
+        for (const auto& w : workers_) total += w->upstream_requests[u][code].Get();
+        if (total == 0) continue;
+        fmt::format_to(it, "sluice_upstream_requests_total{{upstream=\"{}\",code=\"{}\"}} {}\n",
+                       EscapeLabel(upstream_names_[u]), code, total);
+      }
+    }
+    out +=
+        "# HELP sluice_circuit_open Whether a server's circuit breaker is open (or half-open) "
+        "in any worker.\n# TYPE sluice_circuit_open gauge\n";
+    for (size_t c = 0; c < circuit_names_.size(); ++c) {
+      int open = -1;
+      for (const auto& w : workers_) open = std::max<int>(open, w->circuit_open[c].load());
+      if (open < 0) continue;  // a server of an old config no worker uses any more
+      const size_t split = circuit_names_[c].find('\n');
+      fmt::format_to(
+          it, "sluice_circuit_open{{upstream=\"{}\",server=\"{}\"}} {}\n",
+          EscapeLabel(circuit_names_[c].substr(0, split)),
+          EscapeLabel(split == std::string::npos ? "" : circuit_names_[c].substr(split + 1)), open);
+    }
+  }
   fmt::format_to(it,
                  "# HELP sluice_config_reloads_total Configuration loads by result.\n"
                  "# TYPE sluice_config_reloads_total counter\n"

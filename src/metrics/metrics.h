@@ -88,6 +88,14 @@ std::string_view StoreResultName(StoreResult result);
 // Redis nodes as label values: a slot per node name, like rules.
 inline constexpr size_t kMaxNodeSlots = 256;
 
+// Upstream groups (gateway mode) as label values, and (upstream, server) pairs for
+// the circuit gauge: slots like rules and nodes.
+inline constexpr size_t kMaxUpstreamSlots = 64;
+inline constexpr size_t kMaxCircuitSlots = 1024;
+// sluice_upstream_requests_total's code label: the upstream's status (100-599), or
+// the status sluice answered for an attempt that got none (502, 504).
+inline constexpr size_t kUpstreamCodes = 600;
+
 struct WorkerMetrics {
   std::array<std::array<Counter, static_cast<size_t>(Outcome::kCount)>, kMaxRuleSlots> requests;
   Histogram request_duration;                 // the decision path: head parsed to answer known
@@ -100,6 +108,16 @@ struct WorkerMetrics {
   std::array<std::atomic<int8_t>, kMaxNodeSlots> node_up;
   WorkerMetrics() {
     for (auto& up : node_up) up.store(-1, std::memory_order_relaxed);
+    for (auto& open : circuit_open) open.store(-1, std::memory_order_relaxed);
+  }
+  // Gateway: attempts per upstream slot and code. Pages never written stay untouched,
+  // so the 300 KB this reserves per worker costs memory only for the slots in use.
+  std::array<std::array<Counter, kUpstreamCodes>, kMaxUpstreamSlots> upstream_requests;
+  // Per circuit slot, -1 when this worker has no such server, else 0/1 (open or
+  // half-open).
+  std::array<std::atomic<int8_t>, kMaxCircuitSlots> circuit_open;
+  void CountUpstream(size_t slot, int code) {
+    if (code >= 100 && code < static_cast<int>(kUpstreamCodes)) upstream_requests[slot][code].Add();
   }
   Counter connections_accepted;
   Counter connections_refused;  // over max_connections
@@ -128,6 +146,9 @@ class Registry {
   std::atomic<int> store_up{1};
   // The slot of a Redis node's name ("host:port"); past kMaxNodeSlots, the last.
   size_t NodeSlot(std::string_view name);
+  size_t UpstreamSlot(std::string_view name);
+  // The slot of one server of an upstream group, for sluice_circuit_open.
+  size_t CircuitSlot(std::string_view upstream, std::string_view server);
   // Which backend the store operations are reported for ("memory" or "redis").
   void SetStoreBackend(std::string_view backend);
   std::string store_backend() const;
@@ -144,9 +165,12 @@ class Registry {
 
  private:
   mutable std::mutex mutex_;
-  std::vector<std::string> slot_names_;                 // guarded by mutex_
-  std::vector<NodeStatus> StoreNodesLocked() const;     // REQUIRES: mutex_ held
-  std::vector<std::string> node_names_;                 // guarded by mutex_
+  std::vector<std::string> slot_names_;              // guarded by mutex_
+  std::vector<NodeStatus> StoreNodesLocked() const;  // REQUIRES: mutex_ held
+  std::vector<std::string> node_names_;              // guarded by mutex_
+  std::vector<std::string> upstream_names_;          // guarded by mutex_
+  // "upstream\nserver" per circuit slot; guarded by mutex_
+  std::vector<std::string> circuit_names_;
   std::string store_backend_ = "memory";                // guarded by mutex_
   std::deque<std::unique_ptr<WorkerMetrics>> workers_;  // guarded by mutex_
 };

@@ -16,6 +16,7 @@
 
 #include "core/check.h"
 #include "net/event_loop.h"
+#include "proxy/gateway.h"
 #include "store/redis_store.h"
 
 namespace sluice::server {
@@ -141,9 +142,14 @@ struct HeldRequest {
   std::string method;
   std::string path;
   std::string request_id;
+  // Gateway mode: the forwarding prepared for it, until the proxied request is over.
+  proxy::ProxyRequest* proxy = nullptr;
+  bool counted_held = false;  // in sluice_requests_held while its decision is awaited
 };
 
-class Worker final : public http::RequestHandler, public gate::EvaluationListener {
+class Worker final : public http::RequestHandler,
+                     public gate::EvaluationListener,
+                     public proxy::ProxyListener {
  public:
   Worker(Server& server, Store& shared_store, int listen_fd, uint64_t seed)
       : server_(server),
@@ -151,6 +157,7 @@ class Worker final : public http::RequestHandler, public gate::EvaluationListene
         metrics_(server.registry().AddWorker()),
         redis_store_(MakeRedisStore(server, loop_, metrics_, shared_store)),
         evaluator_(redis_store_ ? *redis_store_ : shared_store, metrics_, this),
+        gateway_(loop_, server.registry(), metrics_, *this, seed ^ 0x5bd1e995u),
         ids_(seed),
         acceptor_(listen_fd, [this](int fd, const sockaddr_storage& a) { OnAccept(fd, a); }) {
     RefreshPolicy();
@@ -189,32 +196,60 @@ class Worker final : public http::RequestHandler, public gate::EvaluationListene
     HeldRequest& r = NewHeld();
     r.phase_started_ns = ToNanos(clock_.Now());
     r.decided_ns = 0;
+    if (gateway_.enabled()) {
+      // Routed (and checked for smuggling) before the rules count it: a request that
+      // cannot be forwarded is refused whatever its limits say.
+      const proxy::Gateway::Prepared prepared =
+          gateway_.Prepare(connection, request, policy_->config().trusted_proxies, &r);
+      if (prepared.request == nullptr) {
+        RespondError(connection, prepared.status, prepared.error);
+        Recycle(r);
+        return;
+      }
+      r.proxy = prepared.request;
+    }
     evaluator_.Evaluate(*policy_, request, loop_.now(), r.evaluation);
     const gate::Verdict verdict = r.evaluation.verdict;
     if (verdict != gate::Verdict::kPending && verdict != gate::Verdict::kHold) {
+      if (r.proxy != nullptr && verdict == gate::Verdict::kAllow) {
+        KeepForAnswer(r, connection, request);
+        Forward(r, r.phase_started_ns);
+        return;
+      }
+      CancelProxy(r);
       Answer(connection, *policy_, r.evaluation, request.method, request.path, request.request_id,
              r.phase_started_ns);
       Recycle(r);
       return;
     }
     // Answered later: keep what the answer needs.
-    r.policy = policy_;
-    r.connection = &connection;
-    r.arrived = loop_.now();
-    r.method = request.method;
-    r.path = request.path;
-    r.request_id = request.request_id;
+    KeepForAnswer(r, connection, request);
     connection.Hold();
-    connection.pending = &r;
+    r.counted_held = true;
     metrics_.requests_held.fetch_add(1, std::memory_order_relaxed);
     if (verdict == gate::Verdict::kHold) ScheduleRecheck(r);
+  }
+
+  // proxy::ProxyListener: a proxied request is over.
+  void OnProxyDone(void* owner, int status) override {
+    HeldRequest& r = *static_cast<HeldRequest*>(owner);
+    r.proxy = nullptr;
+    if (r.connection != nullptr) r.connection->pending = nullptr;
+    metrics_.CountResponse(status);
+    if (access_log_) {
+      LogRequest(r.evaluation, r.method, r.path, r.request_id, status,
+                 ToNanos(loop_.now()) - ToNanos(r.arrived));
+    }
+    Recycle(r);
   }
 
   void OnClose(http::ServerConnection& connection) override {
     if (connection.pending != nullptr) {
       HeldRequest& r = *static_cast<HeldRequest*>(connection.pending);
       connection.pending = nullptr;
-      metrics_.requests_held.fetch_sub(1, std::memory_order_relaxed);
+      if (r.counted_held) metrics_.requests_held.fetch_sub(1, std::memory_order_relaxed);
+      r.counted_held = false;
+      CancelProxy(r);
       r.connection = nullptr;
       // Still with the store: it will answer into r, which is recycled then.
       if (r.evaluation.verdict != gate::Verdict::kPending) {
@@ -245,6 +280,9 @@ class Worker final : public http::RequestHandler, public gate::EvaluationListene
 
   void OnProtocolError(http::ServerConnection& connection, int status) override {
     metrics_.CountResponse(status);
+    // A streamed body that turned out bad (a broken chunk, too large) or stalled: its
+    // upstream request is abandoned; the connection answers and closes.
+    if (connection.pending != nullptr) CancelProxy(*static_cast<HeldRequest*>(connection.pending));
   }
 
  private:
@@ -261,6 +299,41 @@ class Worker final : public http::RequestHandler, public gate::EvaluationListene
     log_file_ = server_.access_log();
     access_log_ = log_file_ != nullptr;
     max_connections_ = static_cast<int64_t>(policy_->config().http.max_connections);
+    gateway_.Configure(policy_->config());
+  }
+
+  void KeepForAnswer(HeldRequest& r, http::ServerConnection& connection,
+                     const http::Request& request) {
+    r.policy = policy_;
+    r.connection = &connection;
+    r.arrived = loop_.now();
+    r.method = request.method;
+    r.path = request.path;
+    r.request_id = request.request_id;
+    connection.pending = &r;
+  }
+
+  // The rules allowed a routed request: it goes upstream, with its RateLimit fields on
+  // the response. OnProxyDone follows (perhaps before this returns).
+  void Forward(HeldRequest& r, int64_t started_ns) {
+    metrics_.request_duration.Observe(ToNanos(clock_.Now()) - started_ns);
+    response_headers_.clear();
+    gate::AppendRateLimitHeaders(r.evaluation, legacy_headers_, response_headers_);
+    gateway_.Start(*r.proxy, gate::ClientIpHash(r.evaluation.client_ip), response_headers_);
+  }
+
+  void CancelProxy(HeldRequest& r) {
+    if (r.proxy == nullptr) return;
+    gateway_.Cancel(*r.proxy);
+    r.proxy = nullptr;
+  }
+
+  void RespondError(http::ServerConnection& connection, int status, std::string_view error) {
+    metrics_.CountResponse(status);
+    response_body_ = "{\"error\":\"";
+    response_body_ += error;
+    response_body_ += "\"}\n";
+    connection.Respond(status, "", "application/json", response_body_);
   }
 
   void OnAccept(int fd, const sockaddr_storage& address) {
@@ -357,6 +430,8 @@ class Worker final : public http::RequestHandler, public gate::EvaluationListene
   void Recycle(HeldRequest& r) {
     r.policy.reset();
     r.connection = nullptr;
+    r.proxy = nullptr;
+    r.counted_held = false;
     r.timer = net::EventLoop::kNoTimer;
     free_held_.push_back(&r);
   }
@@ -386,10 +461,17 @@ class Worker final : public http::RequestHandler, public gate::EvaluationListene
   // Answers a request that was held (by the store or a delay rule) and recycles it.
   void Finish(HeldRequest& r) {
     http::ServerConnection& connection = *r.connection;
-    connection.pending = nullptr;
-    metrics_.requests_held.fetch_sub(1, std::memory_order_relaxed);
+    if (r.counted_held) metrics_.requests_held.fetch_sub(1, std::memory_order_relaxed);
+    r.counted_held = false;
     // The histogram measures deciding, not the wait a delay rule imposes.
     const int64_t started = r.phase_started_ns - r.decided_ns;
+    if (r.proxy != nullptr && (r.evaluation.verdict == gate::Verdict::kAllow ||
+                               r.evaluation.verdict == gate::Verdict::kHold)) {
+      Forward(r, started);
+      return;
+    }
+    connection.pending = nullptr;
+    CancelProxy(r);
     // The answer may go on to the connection's next pipelined request, which takes
     // another HeldRequest; this one is recycled once its answer is written.
     Answer(connection, *r.policy, r.evaluation, r.method, r.path, r.request_id, started);
@@ -518,6 +600,7 @@ class Worker final : public http::RequestHandler, public gate::EvaluationListene
   metrics::WorkerMetrics& metrics_;
   std::unique_ptr<store::RedisStore> redis_store_;
   gate::Evaluator evaluator_;
+  proxy::Gateway gateway_;
   http::RequestIdSource ids_;
   Acceptor acceptor_;
   http::ConnectionTimeouts timeouts_;
@@ -729,10 +812,6 @@ void Server::Publish(std::shared_ptr<const config::Config> config) {
 
 std::string Server::Start() {
   const config::Config& config = *startup_config_;
-  if (!config.routes.empty() || !config.upstreams.empty()) {
-    return "routes/upstreams: gateway mode (proxying) is not implemented in this version; remove "
-           "them to run as a decision service";
-  }
   if (!config.tls.cert_file.empty())
     return "tls: TLS termination is not implemented in this version";
   if (config.grpc_listen) {
