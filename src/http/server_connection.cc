@@ -1,6 +1,8 @@
 #include "http/server_connection.h"
 
 #include <errno.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -298,9 +300,11 @@ const http_parser_settings ServerConnection::kSettings = [] {
 
 ServerConnection::ServerConnection(net::EventLoop& loop, int fd, const net::IpAddress& peer,
                                    RequestHandler& handler, RequestIdSource& ids,
-                                   const ProtocolLimits& limits, ConnectionTimeouts& timeouts)
+                                   const ProtocolLimits& limits, ConnectionTimeouts& timeouts,
+                                   SSL* tls)
     : loop_(loop),
       fd_(fd),
+      ssl_(tls),
       peer_(peer),
       handler_(handler),
       ids_(ids),
@@ -312,11 +316,65 @@ ServerConnection::ServerConnection(net::EventLoop& loop, int fd, const net::IpAd
 }
 
 ServerConnection::~ServerConnection() {
+  loop_.Cancel(tls_pending_timer_);
   if (!closed_) {
     DisarmDeadline();
     loop_.Remove(fd_);
     close(fd_);
   }
+  if (ssl_ != nullptr) SSL_free(ssl_);
+}
+
+ssize_t ServerConnection::ReceiveSome(char* buffer, size_t length) {
+  // recv rather than read: the socket call skips the file layer (position lock, VFS).
+  if (ssl_ == nullptr) return recv(fd_, buffer, length, 0);
+  ERR_clear_error();
+  const int n = SSL_read(ssl_, buffer, static_cast<int>(std::min<size_t>(length, INT32_MAX)));
+  if (n > 0) return n;
+  switch (SSL_get_error(ssl_, n)) {
+    case SSL_ERROR_WANT_READ:
+      errno = EAGAIN;
+      return -1;
+    case SSL_ERROR_WANT_WRITE:  // the handshake's answer did not fit the socket
+      tls_read_wants_write_ = true;
+      errno = EAGAIN;
+      return -1;
+    case SSL_ERROR_ZERO_RETURN:  // close_notify
+      return 0;
+    case SSL_ERROR_SYSCALL:
+      tls_failed_ = true;
+      if (errno == 0) return 0;  // the peer closed without close_notify
+      return -1;
+    default:  // a handshake failure, a bad record: nothing more can be said on it
+      tls_failed_ = true;
+      errno = EPROTO;
+      return -1;
+  }
+}
+
+ssize_t ServerConnection::SendSome(const char* buffer, size_t length) {
+  if (ssl_ == nullptr) return send(fd_, buffer, length, MSG_NOSIGNAL);
+  ERR_clear_error();
+  const int n = SSL_write(ssl_, buffer, static_cast<int>(std::min<size_t>(length, INT32_MAX)));
+  if (n > 0) return n;
+  switch (SSL_get_error(ssl_, n)) {
+    case SSL_ERROR_WANT_WRITE:
+    case SSL_ERROR_WANT_READ:  // (TLS 1.3 post-handshake messages; input is watched)
+      errno = EAGAIN;
+      return -1;
+    default:
+      tls_failed_ = true;
+      errno = EPIPE;
+      return -1;
+  }
+}
+
+void ServerConnection::ReadTlsPendingLater() {
+  if (tls_pending_timer_ != net::EventLoop::kNoTimer) return;
+  tls_pending_timer_ = loop_.RunAt(loop_.now(), [this] {
+    tls_pending_timer_ = net::EventLoop::kNoTimer;
+    if (!closed_) OnIoEvent(EPOLLIN);
+  });
 }
 
 void ServerConnection::Start() {
@@ -358,7 +416,10 @@ void ServerConnection::OnIoEvent(uint32_t events) {
     Close();
     return;
   }
-  if (events & EPOLLIN) ReadAvailable();
+  if ((events & EPOLLIN) || ((events & EPOLLOUT) && tls_read_wants_write_)) {
+    tls_read_wants_write_ = false;
+    ReadAvailable();
+  }
   if (!closed_) Flush();
   in_io_event_ = false;
   // Outside the in-event section, so that what the handler writes now is flushed now.
@@ -399,8 +460,7 @@ void ServerConnection::ReadAvailable() {
       if (phase_ == Phase::kHead) FailProtocol(431);
       return;  // held with a full buffer: wait for the response
     }
-    // recv rather than read: the socket call skips the file layer (position lock, VFS).
-    const ssize_t n = recv(fd_, in_.data() + in_end_, in_.size() - in_end_, 0);
+    const ssize_t n = ReceiveSome(in_.data() + in_end_, in_.size() - in_end_);
     if (n > 0) {
       in_end_ += static_cast<size_t>(n);
       // A body that keeps coming is not a stalled one, however long it takes.
@@ -408,7 +468,9 @@ void ServerConnection::ReadAvailable() {
         ArmDeadline(timeouts_.idle, limits_.idle_timeout);
       }
       Parse();
-      if (static_cast<size_t>(n) < kReadChunk / 2) return;  // likely drained
+      if (static_cast<size_t>(n) < kReadChunk / 2 && (ssl_ == nullptr || SSL_pending(ssl_) == 0)) {
+        return;  // likely drained
+      }
       continue;
     }
     if (n == 0) {
@@ -864,7 +926,7 @@ void ServerConnection::FailProtocol(int status) {
 
 void ServerConnection::Flush() {
   while (out_sent_ < out_ready_) {
-    const ssize_t n = send(fd_, out_.data() + out_sent_, out_ready_ - out_sent_, MSG_NOSIGNAL);
+    const ssize_t n = SendSome(out_.data() + out_sent_, out_ready_ - out_sent_);
     if (n > 0) {
       out_sent_ += static_cast<size_t>(n);
       continue;
@@ -897,6 +959,7 @@ void ServerConnection::Flush() {
     if (close_after_write_ && !held_ && (answered_ || phase_ == Phase::kIdle)) {
       // Send FIN first and drop what the client already sent, so the kernel does not
       // answer unread input with a reset that could destroy our last response.
+      if (ssl_ != nullptr && !tls_failed_) SSL_shutdown(ssl_);  // close_notify, not awaited
       shutdown(fd_, SHUT_WR);
       char discard[4096];
       while (read(fd_, discard, sizeof(discard)) > 0) {
@@ -919,7 +982,9 @@ void ServerConnection::UpdateInterest() {
       in_end_ < in_.size() || in_keep_ > 0 || in_.size() < limits_.max_header_bytes + kReadChunk;
   const bool want_read =
       !close_after_write_ && room && out_.size() - out_sent_ <= kMaxPendingOutput;
-  const uint32_t wanted = (want_read ? EPOLLIN : 0u) | (out_sent_ < out_ready_ ? EPOLLOUT : 0u);
+  const uint32_t wanted = (want_read ? EPOLLIN : 0u) |
+                          (out_sent_ < out_ready_ || tls_read_wants_write_ ? EPOLLOUT : 0u);
+  if (want_read && ssl_ != nullptr && SSL_pending(ssl_) > 0) ReadTlsPendingLater();
   if (wanted != interest_) {
     interest_ = wanted;
     loop_.Modify(fd_, wanted, this);
@@ -929,6 +994,8 @@ void ServerConnection::UpdateInterest() {
 void ServerConnection::Close() {
   if (closed_) return;
   closed_ = true;
+  loop_.Cancel(tls_pending_timer_);
+  tls_pending_timer_ = net::EventLoop::kNoTimer;
   DisarmDeadline();
   loop_.Remove(fd_);
   close(fd_);

@@ -32,6 +32,8 @@
 #include "net/address.h"
 #include "net/event_loop.h"
 
+typedef struct ssl_st SSL;
+
 namespace sluice::http {
 
 // A parsed request head. Views stay valid only during RequestHandler::OnRequest.
@@ -146,10 +148,12 @@ class RequestIdSource {
 
 class ServerConnection final : public net::IoHandler {
  public:
-  // Takes ownership of `fd` (non-blocking, accepted).
+  // Takes ownership of `fd` (non-blocking, accepted) and of `tls` when given: a
+  // server session on `fd` (net::TlsServerContext::NewSession) through which every
+  // byte then goes, the handshake first.
   ServerConnection(net::EventLoop& loop, int fd, const net::IpAddress& peer,
                    RequestHandler& handler, RequestIdSource& ids, const ProtocolLimits& limits,
-                   ConnectionTimeouts& timeouts);
+                   ConnectionTimeouts& timeouts, SSL* tls = nullptr);
   ~ServerConnection();
   ServerConnection(const ServerConnection&) = delete;
   ServerConnection& operator=(const ServerConnection&) = delete;
@@ -207,6 +211,8 @@ class ServerConnection final : public net::IoHandler {
 
   bool closed() const { return closed_; }
   const net::IpAddress& peer() const { return peer_; }
+  // The connection is TLS (https).
+  bool tls() const { return ssl_ != nullptr; }
 
   // The owner's list of all its connections (intrusive, so no allocation per accept
   // beyond the connection itself).
@@ -230,6 +236,13 @@ class ServerConnection final : public net::IoHandler {
   static const http_parser_settings kSettings;
 
   void ReadAvailable();
+  // The socket, or the TLS session over it: bytes moved (> 0), 0 at the end of input,
+  // or -1 with errno (EAGAIN when it would block).
+  ssize_t ReceiveSome(char* buffer, size_t length);
+  ssize_t SendSome(const char* buffer, size_t length);
+  // TLS: plaintext already decrypted inside the session is not seen by epoll; reading
+  // it is scheduled on the loop when the connection wants input.
+  void ReadTlsPendingLater();
   // Runs the parser over buffered input until it needs more, or a request is held.
   void Parse();
   void Dispatch();
@@ -247,6 +260,10 @@ class ServerConnection final : public net::IoHandler {
 
   net::EventLoop& loop_;
   int fd_;
+  SSL* ssl_ = nullptr;
+  bool tls_failed_ = false;            // a fatal TLS error: no close_notify is sent
+  bool tls_read_wants_write_ = false;  // a read (the handshake) waits for the socket to drain
+  net::EventLoop::TimerId tls_pending_timer_ = net::EventLoop::kNoTimer;
   net::IpAddress peer_;
   RequestHandler& handler_;
   RequestIdSource& ids_;

@@ -304,6 +304,7 @@ class ProxyRequest final : public http::StreamHandler, public http::UpstreamConn
     head_.clear();
     http::UpstreamRequestOptions options;
     options.trusted_proxies = &trusted_proxies;
+    options.https = client.tls();
     // The Host nginx sends by default ($proxy_host) when the client named none.
     options.upstream_authority = group_->name;
     http::AppendUpstreamRequestHead(request, body_, options, head_);

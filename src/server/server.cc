@@ -16,6 +16,7 @@
 
 #include "core/check.h"
 #include "net/event_loop.h"
+#include "net/tls.h"
 #include "proxy/gateway.h"
 #include "store/redis_store.h"
 
@@ -349,8 +350,17 @@ class Worker final : public http::RequestHandler,
     }
     const int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    SSL* tls = nullptr;
+    if (server_.tls() != nullptr) {
+      tls = server_.tls()->NewSession(fd);
+      if (tls == nullptr) {
+        server_.connections().fetch_sub(1, std::memory_order_relaxed);
+        close(fd);
+        return;
+      }
+    }
     auto* connection =
-        new http::ServerConnection(loop_, fd, *peer, *this, ids_, limits_, timeouts_);
+        new http::ServerConnection(loop_, fd, *peer, *this, ids_, limits_, timeouts_, tls);
     connection->owner_next = connections_;
     if (connections_ != nullptr) connections_->owner_prev = connection;
     connections_ = connection;
@@ -812,8 +822,19 @@ void Server::Publish(std::shared_ptr<const config::Config> config) {
 
 std::string Server::Start() {
   const config::Config& config = *startup_config_;
-  if (!config.tls.cert_file.empty())
-    return "tls: TLS termination is not implemented in this version";
+  for (const config::Upstream& upstream : config.upstreams) {
+    if (upstream.tls) {
+      return fmt::format(
+          "upstreams.{}.tls: TLS to upstreams is not implemented in this version; use plain "
+          "HTTP to the upstream (TLS termination on `listen` is supported)",
+          upstream.name);
+    }
+  }
+  if (!config.tls.cert_file.empty()) {
+    std::string tls_error;
+    tls_ = net::TlsServerContext::Load(config.tls.cert_file, config.tls.key_file, &tls_error);
+    if (tls_ == nullptr) return tls_error;
+  }
   if (config.grpc_listen) {
     fmt::print(stderr,
                "sluice: warning: grpc_listen is not implemented in this version; ignored\n");

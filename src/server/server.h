@@ -22,6 +22,7 @@
 #include "config/config.h"
 #include "gate/gate.h"
 #include "metrics/metrics.h"
+#include "net/tls.h"
 #include "store/memory_store.h"
 
 namespace sluice::server {
@@ -71,6 +72,8 @@ class Server {
   const config::Config& startup_config() const { return *startup_config_; }
   bool draining() const { return draining_.load(std::memory_order_relaxed); }
   std::atomic<int64_t>& connections() { return connections_; }
+  // TLS on `listen`, or null.
+  const net::TlsServerContext* tls() const { return tls_.get(); }
   // The access log of the current config, or null when it is off.
   std::shared_ptr<const LogFile> access_log() const;
 
@@ -85,6 +88,7 @@ class Server {
   std::shared_ptr<const config::Config> startup_config_;
   metrics::Registry registry_;
   std::unique_ptr<store::MemoryStore> store_;
+  std::unique_ptr<net::TlsServerContext> tls_;
 
   mutable std::mutex policy_mutex_;
   std::shared_ptr<const gate::Policy> policy_;  // guarded by policy_mutex_
