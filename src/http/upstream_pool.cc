@@ -33,11 +33,16 @@ UpstreamPool::~UpstreamPool() {
 UpstreamConnection& UpstreamPool::Acquire(const net::Endpoint& server,
                                           UpstreamConnection::Handler& handler) {
   const auto it = idle_.find(KeyOf(server));
-  if (it != idle_.end() && !it->second.empty()) {
+  while (it != idle_.end() && !it->second.empty()) {
     UpstreamConnection* connection = it->second.back();
     it->second.pop_back();
-    // Idle connections that failed are dropped as they fail, so this one is up.
-    SLUICE_CHECK(connection->idle());
+    if (!connection->idle()) {
+      // It failed earlier in this loop turn (the server closed it) and its report,
+      // which drops it from this list, has not run yet: drop it now.
+      ++stats_.closed_while_idle;
+      Free(connection);
+      continue;
+    }
     connection->set_handler(handler);
     ++stats_.reuses;
     return *connection;

@@ -14,6 +14,7 @@
 #include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -829,6 +830,35 @@ TEST_F(UpstreamConnectionTest, IdleConnectionClosedByTheServerIsNotReused) {
   ASSERT_TRUE(second.complete) << second.Describe();
   EXPECT_EQ(second.body, "b\n");
   EXPECT_EQ(second.state_at_acquire, UpstreamConnection::State::kConnecting);
+  loop_.Call([&] {
+    EXPECT_EQ(pool.stats().connects, 2u);
+    EXPECT_EQ(pool.stats().closed_while_idle, 1u);
+    EXPECT_EQ(pool.stats().reuses, 0u);
+  });
+}
+
+TEST_F(UpstreamConnectionTest, IdleConnectionThatFailedThisTurnIsNotHandedOut) {
+  UpstreamPool& pool = MakePool();
+  Exchange& first = Fetch(GetHead("/"));
+  ASSERT_TRUE(first.complete) << first.Describe();
+  UpstreamConnection* idle = first.connection;
+  // In one loop turn: the server is replaced, the idle connection reads its close (it
+  // fails, and its report to the pool waits for the loop), then a request acquires a
+  // connection to the same server. It must get a new one, not the failed one (this
+  // aborted the process on a check before).
+  Exchange& ex = NewExchange();
+  loop_.Call([&] {
+    ASSERT_TRUE(upstream_.Restart("b")) << upstream_.error();
+    pollfd p{idle->fd(), POLLIN | POLLRDHUP, 0};
+    ASSERT_EQ(poll(&p, 1, 5000), 1);
+    idle->OnIoEvent(EPOLLIN);
+    ASSERT_TRUE(idle->closed());
+    Start(ex, {GetHead("/")});
+  });
+  ASSERT_TRUE(WaitDone(ex));
+  ASSERT_TRUE(ex.complete) << ex.Describe();
+  EXPECT_EQ(ex.body, "b\n");
+  EXPECT_EQ(ex.state_at_acquire, UpstreamConnection::State::kConnecting);
   loop_.Call([&] {
     EXPECT_EQ(pool.stats().connects, 2u);
     EXPECT_EQ(pool.stats().closed_while_idle, 1u);
