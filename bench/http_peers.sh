@@ -44,16 +44,9 @@ need procps pgrep
 need wrk wrk
 need haproxy haproxy
 install_needed
-if ! command -v nginx >/dev/null; then
-  echo "installing: nginx-light (or nginx)" >&2
-  apt_install nginx-light || apt_install nginx
-fi
-[ -x "$BUILD_DIR/sluice" ] || make build BUILD_DIR="$BUILD_DIR"
-SLUICE="$ROOT/$BUILD_DIR/sluice"
-case "$BUILD_DIR" in /*) SLUICE="$BUILD_DIR/sluice" ;; esac
-if [ "$(nproc)" -lt 2 ] && [ "$SERVER_CPU" != "$CLIENT_CPU" ]; then
-  echo "warning: $(nproc) CPU(s) online; server and wrk cannot have a core each" >&2
-fi
+install_nginx
+SLUICE=$(sluice_binary "$BUILD_DIR")
+warn_shared_core "$SERVER_CPU" "$CLIENT_CPU"
 
 CLK_TCK=$(getconf CLK_TCK)
 RUN_SECONDS=$(duration_s "$DURATION")
@@ -138,25 +131,12 @@ start() {
   fi
 }
 
-stop() {
-  local pid=$MAIN_PID
-  kill -TERM "$pid" 2>/dev/null || true
-  for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-  kill -KILL "$pid" 2>/dev/null || true
-  wait "$pid" 2>/dev/null || true
-  local keep=() p
-  for p in "${STARTED[@]}"; do [ "$p" = "$pid" ] || keep+=("$p"); done
-  STARTED=("${keep[@]+"${keep[@]}"}")
-}
+stop() { stop_pid "$MAIN_PID"; }
 
 # ---- header -----------------------------------------------------------------------
 echo "## machine and versions"
 echo "$(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), load $(cut -d' ' -f1-3 /proc/loadavg)"
-commit="not a git checkout"
-if git rev-parse --git-dir >/dev/null 2>&1; then
-  commit="commit $(git rev-parse --short HEAD 2>/dev/null || echo none)"
-  git diff --quiet HEAD 2>/dev/null || commit="$commit with uncommitted changes"
-fi
+commit=$(commit_description)
 echo "- sluice: $("$SLUICE" --version 2>&1 | head -1) ($commit, $SLUICE)"
 echo "- nginx: $(nginx -v 2>&1 | head -1)"
 echo "- haproxy: $(haproxy -v 2>&1 | head -1)"

@@ -50,3 +50,49 @@ fill() {  # fill TEMPLATE OUT KEY=VALUE...: replace @KEY@ by VALUE
   for kv in "$@"; do script+=(-e "s|@${kv%%=*}@|${kv#*=}|g"); done
   sed "${script[@]}" "$in" >"$out"
 }
+
+# nginx, for the peers and the upstreams: nginx-light when it can be had, else nginx.
+install_nginx() {
+  command -v nginx >/dev/null && return 0
+  echo "installing: nginx-light (or nginx)" >&2
+  apt_install nginx-light || apt_install nginx
+}
+
+# sluice_binary BUILD_DIR: the sluice binary of that build (made when missing), as an
+# absolute path.
+sluice_binary() {
+  [ -x "$1/sluice" ] || make build BUILD_DIR="$1" >&2
+  case "$1" in /*) echo "$1/sluice" ;; *) echo "$ROOT/$1/sluice" ;; esac
+}
+
+# warn_shared_core SERVER_CPU CLIENT_CPU: a warning when this machine cannot give the
+# server and the client a core each.
+warn_shared_core() {
+  if [ "$(nproc)" -lt 2 ] && [ "$1" != "$2" ]; then
+    echo "warning: $(nproc) CPU(s) online; the server and wrk cannot have a core each" >&2
+  fi
+}
+
+# stop_pid PID: TERM, up to 5 s, then KILL; reaped and taken off the caller's STARTED
+# array (the PIDs its cleanup stops).
+stop_pid() {
+  local pid=$1
+  kill -TERM "$pid" 2>/dev/null || true
+  for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  kill -KILL "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+  local keep=() p
+  for p in "${STARTED[@]}"; do [ "$p" = "$pid" ] || keep+=("$p"); done
+  STARTED=("${keep[@]+"${keep[@]}"}")
+}
+
+# The checkout's commit for a results header: "commit abc1234", with "with uncommitted
+# changes" when the tree differs.
+commit_description() {
+  local commit="not a git checkout"
+  if git rev-parse --git-dir >/dev/null 2>&1; then
+    commit="commit $(git rev-parse --short HEAD 2>/dev/null || echo none)"
+    git diff --quiet HEAD 2>/dev/null || commit="$commit with uncommitted changes"
+  fi
+  echo "$commit"
+}

@@ -83,12 +83,8 @@ need redis-server redis-server
 need redis-tools redis-cli redis-benchmark
 [ "$PROFILE" = 1 ] && need linux-perf perf
 install_needed
-[ -x "$BUILD_DIR/sluice" ] || make build BUILD_DIR="$BUILD_DIR"
-SLUICE_BUILT="$ROOT/$BUILD_DIR/sluice"
-case "$BUILD_DIR" in /*) SLUICE_BUILT="$BUILD_DIR/sluice" ;; esac
-if [ "$(nproc)" -lt 2 ] && [ "$SERVER_CPU" != "$CLIENT_CPU" ]; then
-  echo "warning: $(nproc) CPU(s) online; sluice and wrk cannot have a core each" >&2
-fi
+SLUICE_BUILT=$(sluice_binary "$BUILD_DIR")
+warn_shared_core "$SERVER_CPU" "$CLIENT_CPU"
 
 CLK_TCK=$(getconf CLK_TCK)
 RUN_SECONDS=$(duration_s "$DURATION")
@@ -126,16 +122,6 @@ proc_ticks() {  # "utime stime" of PID (fields 14 and 15 of /proc/PID/stat), 0 0
 }
 
 
-stop_pid() {
-  local pid=$1
-  kill -TERM "$pid" 2>/dev/null || true
-  for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-  kill -KILL "$pid" 2>/dev/null || true
-  wait "$pid" 2>/dev/null || true
-  local keep=() p
-  for p in "${STARTED[@]}"; do [ "$p" = "$pid" ] || keep+=("$p"); done
-  STARTED=("${keep[@]+"${keep[@]}"}")
-}
 
 # ---- redis-server -----------------------------------------------------------------
 REDIS_PORT=$(free_port)
@@ -533,11 +519,7 @@ PY
 # ---- header -----------------------------------------------------------------------
 echo "## machine and versions"
 echo "$(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), load $(cut -d' ' -f1-3 /proc/loadavg)"
-commit="not a git checkout"
-if git rev-parse --git-dir >/dev/null 2>&1; then
-  commit="commit $(git rev-parse --short HEAD 2>/dev/null || echo none)"
-  git diff --quiet HEAD 2>/dev/null || commit="$commit with uncommitted changes"
-fi
+commit=$(commit_description)
 echo "- date: $(date -u '+%Y-%m-%d %H:%M UTC')"
 echo "- sluice: $("$SLUICE" --version 2>&1 | head -1) ($commit, $SLUICE_BUILT)"
 echo "- redis: $(redis-server --version | sed 's/.*v=\([^ ]*\).*/\1/') (127.0.0.1:$REDIS_PORT, --save \"\" --appendonly no, taskset -c $REDIS_CPU)"

@@ -7,6 +7,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 #include <ctime>
 
@@ -315,7 +316,30 @@ ServerConnection::ServerConnection(net::EventLoop& loop, int fd, const net::IpAd
   in_.resize(kInitialReadBuffer);
 }
 
+void ConnectionTimeouts::RunDeferredFlushes() {
+  // By index: a flush that closes a connection runs its owner's OnClose, which may
+  // queue another.
+  for (size_t i = 0; i < flush_soon.size(); ++i) {
+    ServerConnection* c = flush_soon[i];
+    c->flush_queued_ = false;
+    if (c->closed_) continue;
+    c->Flush();
+    if (!c->closed_) c->UpdateInterest();
+  }
+  flush_soon.clear();
+}
+
+void ServerConnection::FlushSoon() {
+  if (flush_queued_) return;
+  flush_queued_ = true;
+  timeouts_.flush_soon.push_back(this);
+}
+
 ServerConnection::~ServerConnection() {
+  if (flush_queued_) {
+    auto& queued = timeouts_.flush_soon;
+    queued.erase(std::find(queued.begin(), queued.end(), this));
+  }
   loop_.Cancel(tls_pending_timer_);
   if (!closed_) {
     DisarmDeadline();
@@ -783,12 +807,10 @@ void ServerConnection::StartResponse(std::string_view head, bool close) {
   response_start_ = out_.size();
   out_.append(head);
   // A streamed response goes out as it comes, whether or not the request has been
-  // read to its end (an upstream may answer before it has read the whole body).
+  // read to its end (an upstream may answer before it has read the whole body); at
+  // the end of this loop turn, with whatever body follows in the same turn.
   out_ready_ = out_.size();
-  if (!in_io_event_) {
-    Flush();
-    if (!closed_) UpdateInterest();
-  }
+  if (!in_io_event_) FlushSoon();
 }
 
 bool ServerConnection::WriteResponse(std::string_view bytes, std::string_view more,
@@ -801,9 +823,15 @@ bool ServerConnection::WriteResponse(std::string_view bytes, std::string_view mo
   }
   out_ready_ = out_.size();
   if (!in_io_event_) {
-    Flush();
-    if (closed_) return false;
-    UpdateInterest();
+    // Small pieces wait for the end of the turn to go out together; a large one goes
+    // now, so that the output stays near the high-water mark at most.
+    if (out_.size() - out_sent_ < kResponseLowWater) {
+      FlushSoon();
+    } else {
+      Flush();
+      if (closed_) return false;
+      UpdateInterest();
+    }
   }
   if (out_.size() - out_sent_ <= kResponseHighWater) return true;
   drain_wanted_ = true;

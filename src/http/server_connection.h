@@ -97,6 +97,12 @@ class TimeoutList {
 struct ConnectionTimeouts {
   TimeoutList header;  // waiting for a request head to complete
   TimeoutList idle;    // keep-alive with nothing to do, or a slow body
+  // Connections whose output waits for the end of the loop turn: a streamed response
+  // written from another connection's event (the upstream's) goes out in one send for
+  // its head and what body came with it, not one send per piece. The owner calls
+  // RunDeferredFlushes from its loop's turn hook.
+  std::vector<ServerConnection*> flush_soon;
+  void RunDeferredFlushes();
 };
 
 // The side of a streamed request that takes its body and feeds its response: the
@@ -314,6 +320,11 @@ class ServerConnection final : public net::IoHandler {
   size_t out_sent_ = 0;
   size_t out_ready_ = 0;       // bytes of out_ that may be written (completed requests)
   size_t response_start_ = 0;  // where the current request's response begins in out_
+
+  // Output queued for the end of the turn (ConnectionTimeouts::flush_soon).
+  friend struct ConnectionTimeouts;
+  void FlushSoon();
+  bool flush_queued_ = false;
 
   // Membership of one TimeoutList.
   friend class TimeoutList;

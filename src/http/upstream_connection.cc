@@ -230,7 +230,9 @@ void UpstreamConnection::Write(const iovec* pieces, int count) {
   message.msg_iovlen = static_cast<size_t>(count);
   ssize_t sent;
   do {
-    sent = sendmsg(fd_, &message, MSG_NOSIGNAL);
+    // One piece (a request head): send, which skips copying in the message header.
+    sent = count == 1 ? send(fd_, pieces[0].iov_base, pieces[0].iov_len, MSG_NOSIGNAL)
+                      : sendmsg(fd_, &message, MSG_NOSIGNAL);
   } while (sent < 0 && errno == EINTR);
   if (sent < 0) {
     if (errno != EAGAIN && errno != EWOULDBLOCK) {

@@ -333,6 +333,7 @@ class UpstreamConnection final : public net::IoHandler {
 
   // The pool's bookkeeping (UpstreamPool): index in its list of all connections.
   size_t pool_slot_ = 0;
+  Timestamp idle_since_{};  // when the pool last took it back
 };
 
 }  // namespace sluice::http

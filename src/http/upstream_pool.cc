@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <optional>
 
 #include "core/check.h"
 
@@ -25,6 +26,7 @@ UpstreamPool::UpstreamPool(net::EventLoop& loop, const Options& options)
 
 UpstreamPool::~UpstreamPool() {
   if (free_timer_ != net::EventLoop::kNoTimer) loop_.Cancel(free_timer_);
+  if (purge_timer_ != net::EventLoop::kNoTimer) loop_.Cancel(purge_timer_);
   idle_.clear();
   connections_.clear();  // each closes its socket and cancels its timers
   closed_.clear();
@@ -66,14 +68,18 @@ void UpstreamPool::Release(UpstreamConnection& connection) {
   }
   std::vector<UpstreamConnection*>& idle = idle_[KeyOf(connection.server())];
   SLUICE_CHECK(std::find(idle.begin(), idle.end(), &connection) == idle.end());
-  if (idle.size() >= options_.max_idle_per_server) {
+  if (idle.size() >= 4 * options_.max_idle_per_server) {  // the hard cap
     UpstreamConnection* oldest = idle.front();
     idle.erase(idle.begin());
     ++stats_.evicted;
     Free(oldest);
   }
   connection.set_handler(*this);
+  connection.idle_since_ = loop_.now();
   idle.push_back(&connection);
+  if (idle.size() > options_.max_idle_per_server) {
+    ArmPurge(idle.front()->idle_since_ + options_.surplus_linger);
+  }
 }
 
 size_t UpstreamPool::idle_count(const net::Endpoint& server) const {
@@ -97,6 +103,38 @@ void UpstreamPool::OnUpstreamError(UpstreamConnection& connection, const Upstrea
   }
   ++stats_.closed_while_idle;
   Free(&connection);
+}
+
+void UpstreamPool::ArmPurge(Timestamp at) {
+  if (purge_timer_ != net::EventLoop::kNoTimer) {
+    if (purge_at_ <= at) return;  // an earlier purge comes first and re-arms
+    loop_.Cancel(purge_timer_);
+  }
+  purge_at_ = at;
+  purge_timer_ = loop_.RunAt(at, [this] {
+    purge_timer_ = net::EventLoop::kNoTimer;
+    PurgeSurplus();
+  });
+}
+
+void UpstreamPool::PurgeSurplus() {
+  const Timestamp now = loop_.now();
+  std::optional<Timestamp> next;
+  for (auto& [key, idle] : idle_) {
+    // The least recently released first: they are at the front.
+    while (idle.size() > options_.max_idle_per_server &&
+           idle.front()->idle_since_ + options_.surplus_linger <= now) {
+      UpstreamConnection* oldest = idle.front();
+      idle.erase(idle.begin());
+      ++stats_.evicted;
+      Free(oldest);
+    }
+    if (idle.size() > options_.max_idle_per_server) {
+      const Timestamp at = idle.front()->idle_since_ + options_.surplus_linger;
+      if (!next || at < *next) next = at;
+    }
+  }
+  if (next) ArmPurge(*next);
 }
 
 void UpstreamPool::Free(UpstreamConnection* connection) {

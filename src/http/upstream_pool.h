@@ -1,10 +1,15 @@
 // One worker's upstream connections: for each server address, the idle keep-alive
 // connections waiting for the next request, reused most recently released first (LIFO:
 // the warmest connection, and the one least likely to have been timed out by the server),
-// at most `max_idle_per_server` of them (the least recently used goes when one more comes
-// back). A request takes an idle connection when there is one, so once warm no request
-// waits on a connect; otherwise it gets a new connection that is still connecting, and
-// its request goes out when the connection is up.
+// `max_idle_per_server` of them kept for as long as the server keeps them. A burst may
+// leave more idle for a moment: the surplus (the least recently used beyond the bound)
+// is closed once it has been idle for `surplus_linger`, so a load that keeps more
+// requests in flight than the bound does not close connections after every burst and
+// open them again for the next (what HAProxy's idle purge does); four times the bound
+// is a hard cap, beyond which the least recently used goes at once. A request takes an
+// idle connection when there is one, so once warm no request waits on a connect;
+// otherwise it gets a new connection that is still connecting, and its request goes out
+// when the connection is up.
 //
 // While a connection sits idle the pool is its handler: the server closing it (EOF,
 // reset, or stray bytes) is seen by the event loop at once and the connection is dropped,
@@ -36,6 +41,7 @@ class UpstreamPool final : private UpstreamConnection::Handler {
  public:
   struct Options {
     size_t max_idle_per_server = 32;
+    Duration surplus_linger = std::chrono::seconds(1);
     UpstreamConnectionOptions connection;
   };
   struct Stats {
@@ -80,6 +86,9 @@ class UpstreamPool final : private UpstreamConnection::Handler {
 
   // Closes `connection` and frees it once the current loop turn's callbacks are done.
   void Free(UpstreamConnection* connection);
+  // Closes the surplus idle connections whose linger is over; re-arms for the rest.
+  void PurgeSurplus();
+  void ArmPurge(Timestamp at);
 
   // UpstreamConnection::Handler, for the idle connections.
   void OnResponseHead(UpstreamConnection&, const ResponseHead&) override {}
@@ -97,6 +106,8 @@ class UpstreamPool final : private UpstreamConnection::Handler {
   // Closed connections waiting to be freed by free_timer_.
   std::vector<std::unique_ptr<UpstreamConnection>> closed_;
   net::EventLoop::TimerId free_timer_ = net::EventLoop::kNoTimer;
+  net::EventLoop::TimerId purge_timer_ = net::EventLoop::kNoTimer;
+  Timestamp purge_at_{};
   Stats stats_;
 };
 

@@ -891,6 +891,7 @@ TEST_F(UpstreamConnectionTest, IdleConnectionClosedAsTheRequestGoesOutFailsRetri
 TEST_F(UpstreamConnectionTest, PoolBoundHonouredAndLeastRecentlyUsedEvicted) {
   UpstreamPool::Options options;
   options.max_idle_per_server = 4;
+  options.surplus_linger = 200ms;
   UpstreamPool& pool = MakePool(options);
   // Six requests at once need six connections.
   std::vector<Exchange*> batch;
@@ -905,9 +906,16 @@ TEST_F(UpstreamConnectionTest, PoolBoundHonouredAndLeastRecentlyUsedEvicted) {
     return true;
   }));
   for (Exchange* ex : batch) ASSERT_TRUE(ex->complete) << ex->Describe();
+  // All six wait idle for a moment (a burst's surplus), then the two least recently
+  // used beyond the bound are closed.
   loop_.Call([&] {
     EXPECT_EQ(pool.stats().connects, 6u);
-    EXPECT_EQ(pool.idle_count(LoopbackEndpoint(upstream_.port())), 4u);
+    EXPECT_EQ(pool.idle_count(LoopbackEndpoint(upstream_.port())), 6u);
+    EXPECT_EQ(pool.stats().evicted, 0u);
+  });
+  ASSERT_TRUE(
+      loop_.WaitFor([&] { return pool.idle_count(LoopbackEndpoint(upstream_.port())) == 4u; }));
+  loop_.Call([&] {
     EXPECT_EQ(pool.stats().evicted, 2u);
     EXPECT_EQ(pool.open_count(), 4u);
   });
@@ -918,6 +926,28 @@ TEST_F(UpstreamConnectionTest, PoolBoundHonouredAndLeastRecentlyUsedEvicted) {
     EXPECT_EQ(ex.state_at_acquire, UpstreamConnection::State::kIdle);
   }
   loop_.Call([&] { EXPECT_EQ(pool.stats().connects, 6u); });
+}
+
+TEST_F(UpstreamConnectionTest, PoolSurplusBeyondFourTimesTheBoundIsClosedAtOnce) {
+  UpstreamPool::Options options;
+  options.max_idle_per_server = 1;
+  options.surplus_linger = 60s;  // nothing lingers out during the test
+  UpstreamPool& pool = MakePool(options);
+  std::vector<Exchange*> batch;
+  for (int i = 0; i < 6; ++i) batch.push_back(&NewExchange());
+  loop_.Call([&] {
+    for (Exchange* ex : batch) Start(*ex, {GetHead("/delay/50")});
+  });
+  ASSERT_TRUE(loop_.WaitFor([&] {
+    for (Exchange* ex : batch) {
+      if (!ex->done()) return false;
+    }
+    return true;
+  }));
+  loop_.Call([&] {
+    EXPECT_EQ(pool.idle_count(LoopbackEndpoint(upstream_.port())), 4u);
+    EXPECT_EQ(pool.stats().evicted, 2u);
+  });
 }
 
 TEST_F(UpstreamConnectionTest, PoolReusesTheMostRecentlyReleasedConnection) {

@@ -110,6 +110,7 @@ upstreams:
     connection = std::make_unique<http::ServerConnection>(loop.loop(), fds[0], peer, *handler, ids,
                                                           limits, timeouts);
     connection->Start();
+    loop.loop().AddTurnHook([&timeouts] { timeouts.RunDeferredFlushes(); });
   });
 
   // A GET, and a POST with a body, each answered before the next goes.
@@ -138,6 +139,7 @@ upstreams:
     connection.reset();
     handler.reset();
   });
+  loop.Stop();  // before `timeouts`, which its turn hook uses, goes
   close(fds[1]);
 }
 
