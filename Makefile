@@ -5,7 +5,7 @@ BUILD_DIR ?= build
 BUILD_TYPE ?= RelWithDebInfo
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 
-.PHONY: all deps configure build test run bench bench-http bench-redis fuzz format clean
+.PHONY: all deps configure build test run bench bench-http bench-redis bench-gateway fuzz format clean
 
 all: build
 
@@ -47,6 +47,11 @@ bench-http: build
 bench-redis: build
 	bench/redis_capacity.sh
 	bench/redis_store.sh
+
+# Gateway mode against nginx (proxy_pass + limit_req) and HAProxy (stick table), one
+# worker each on one core, in front of the same nginx upstream: bench/gateway.sh.
+bench-gateway: build
+	bench/gateway.sh
 
 fuzz:
 	scripts/fuzz.sh $(FUZZ_SECONDS)
