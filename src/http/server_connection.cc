@@ -353,6 +353,7 @@ ssize_t ServerConnection::ReceiveSome(char* buffer, size_t length) {
   // recv rather than read: the socket call skips the file layer (position lock, VFS).
   if (ssl_ == nullptr) return recv(fd_, buffer, length, 0);
   ERR_clear_error();
+  errno = 0;  // SSL_ERROR_SYSCALL with errno 0 is an end of input
   const int n = SSL_read(ssl_, buffer, static_cast<int>(std::min<size_t>(length, INT32_MAX)));
   if (n > 0) return n;
   switch (SSL_get_error(ssl_, n)) {
@@ -379,11 +380,15 @@ ssize_t ServerConnection::ReceiveSome(char* buffer, size_t length) {
 ssize_t ServerConnection::SendSome(const char* buffer, size_t length) {
   if (ssl_ == nullptr) return send(fd_, buffer, length, MSG_NOSIGNAL);
   ERR_clear_error();
+  tls_write_wants_read_ = false;
   const int n = SSL_write(ssl_, buffer, static_cast<int>(std::min<size_t>(length, INT32_MAX)));
   if (n > 0) return n;
   switch (SSL_get_error(ssl_, n)) {
     case SSL_ERROR_WANT_WRITE:
-    case SSL_ERROR_WANT_READ:  // (TLS 1.3 post-handshake messages; input is watched)
+      errno = EAGAIN;
+      return -1;
+    case SSL_ERROR_WANT_READ:  // (TLS 1.3 post-handshake messages): input is watched
+      tls_write_wants_read_ = true;
       errno = EAGAIN;
       return -1;
     default:
@@ -420,6 +425,10 @@ void ServerConnection::DisarmDeadline() {
 
 void ServerConnection::OnDeadline() {
   if (closed_) return;
+  if (ssl_ != nullptr && !SSL_is_init_finished(ssl_)) {
+    Close();  // no handshake, so no channel to answer on
+    return;
+  }
   // A head that did not arrive in time (also on a new connection that sent nothing),
   // or a body that stopped coming before it was answered: 408. An idle keep-alive
   // connection, or one whose answer is out and whose body stalled: just close.
@@ -501,7 +510,11 @@ void ServerConnection::ReadAvailable() {
       // The client closed its side. A complete request still being answered (held)
       // gets its answer; anything else ends here after what is ready is written.
       close_after_write_ = true;
-      if (!(phase_ == Phase::kDone && held_)) {
+      // (Also a request held for the gateway with its body paused: a GET whose end the
+      // parser has not reached yet; its answer still goes out.)
+      const bool answer_pending =
+          held_ && (phase_ == Phase::kDone || (phase_ == Phase::kBody && body_paused_));
+      if (!answer_pending) {
         Flush();
         Close();
       }
@@ -749,7 +762,9 @@ void ServerConnection::Dispatch() {
     out_.append(kContinue);
     out_ready_ = out_.size();
   }
+  in_dispatch_ = true;
   handler_.OnRequest(*this, request);
+  in_dispatch_ = false;
   if (closed_) return;
   if (!answered_ && !held_) Respond(500, "", "application/json", "{\"error\":\"internal\"}\n");
 }
@@ -769,7 +784,10 @@ void ServerConnection::Respond(int status, std::string_view headers, std::string
   if (close) keep_alive_ = false;
   AppendResponse(status, headers, content_type, body, close);
   if (phase_ == Phase::kDone) out_ready_ = out_.size();
-  if (was_held && !in_io_event_) {
+  // The rest of a body that was paused for the gateway is read and discarded now: a
+  // client that never sends it is an idle one.
+  if (phase_ == Phase::kBody) ArmDeadline(timeouts_.idle, limits_.idle_timeout);
+  if (was_held && !nested()) {
     // Answered from a timer: write it, then go on with any pipelined requests.
     Parse();
     if (!closed_) Flush();
@@ -794,7 +812,7 @@ void ServerConnection::ResumeBody() {
   if (stream_ == nullptr || !body_paused_ || closed_) return;
   body_paused_ = false;
   if (phase_ == Phase::kBody) ArmDeadline(timeouts_.idle, limits_.idle_timeout);
-  if (in_io_event_) return;  // the event's own parse goes on
+  if (nested()) return;  // the event's (or dispatch's) own parse goes on
   Parse();
   if (!closed_) Flush();
   if (!closed_) UpdateInterest();
@@ -810,7 +828,7 @@ void ServerConnection::StartResponse(std::string_view head, bool close) {
   // read to its end (an upstream may answer before it has read the whole body); at
   // the end of this loop turn, with whatever body follows in the same turn.
   out_ready_ = out_.size();
-  if (!in_io_event_) FlushSoon();
+  if (!nested()) FlushSoon();
 }
 
 bool ServerConnection::WriteResponse(std::string_view bytes, std::string_view more,
@@ -822,7 +840,7 @@ bool ServerConnection::WriteResponse(std::string_view bytes, std::string_view mo
     out_.append(last);
   }
   out_ready_ = out_.size();
-  if (!in_io_event_) {
+  if (!nested()) {
     // Small pieces wait for the end of the turn to go out together; a large one goes
     // now, so that the output stays near the high-water mark at most.
     if (out_.size() - out_sent_ < kResponseLowWater) {
@@ -847,7 +865,8 @@ void ServerConnection::EndResponse() {
   drain_wanted_ = false;
   if (!keep_alive_) close_after_write_ = true;
   out_ready_ = out_.size();
-  if (!in_io_event_) {
+  if (phase_ == Phase::kBody) ArmDeadline(timeouts_.idle, limits_.idle_timeout);
+  if (!nested()) {
     // Go on with any pipelined requests (or the rest of the body), then write.
     Parse();
     if (!closed_) Flush();
@@ -865,7 +884,7 @@ void ServerConnection::AbortResponse() {
   close_after_write_ = true;
   out_ready_ = out_.size();
   DisarmDeadline();
-  if (!in_io_event_) {
+  if (!nested()) {
     Flush();
     if (!closed_) UpdateInterest();
   }
@@ -946,7 +965,7 @@ void ServerConnection::FailProtocol(int status) {
   AppendResponse(status, "", "application/json", {body, static_cast<size_t>(length)}, true);
   out_ready_ = out_.size();
   DisarmDeadline();
-  if (!in_io_event_) {
+  if (!nested()) {
     Flush();
     if (!closed_) UpdateInterest();
   }
@@ -961,11 +980,9 @@ void ServerConnection::Flush() {
     }
     if (n < 0 && errno == EINTR) continue;
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-      // A streamed response waiting on a client that does not read: the idle timeout
-      // runs from the last write that made progress.
-      if (response_started_ && !answered_ && phase_ == Phase::kDone) {
-        ArmDeadline(timeouts_.idle, limits_.idle_timeout);
-      }
+      // Output waiting on a client that does not read: the idle timeout runs from the
+      // last write that made progress (unless the head's deadline is running).
+      if (timeout_list_ != &timeouts_.header) ArmDeadline(timeouts_.idle, limits_.idle_timeout);
       // Written bytes at the front are dropped once they outweigh what waits, so a
       // long streamed response does not grow the buffer by what it has sent.
       if (out_sent_ >= 65536 && out_sent_ >= out_.size() - out_sent_) {
@@ -1010,7 +1027,7 @@ void ServerConnection::UpdateInterest() {
       in_end_ < in_.size() || in_keep_ > 0 || in_.size() < limits_.max_header_bytes + kReadChunk;
   const bool want_read =
       !close_after_write_ && room && out_.size() - out_sent_ <= kMaxPendingOutput;
-  const uint32_t wanted = (want_read ? EPOLLIN : 0u) |
+  const uint32_t wanted = (want_read || tls_write_wants_read_ ? EPOLLIN : 0u) |
                           (out_sent_ < out_ready_ || tls_read_wants_write_ ? EPOLLOUT : 0u);
   if (want_read && ssl_ != nullptr && SSL_pending(ssl_) > 0) ReadTlsPendingLater();
   if (wanted != interest_) {

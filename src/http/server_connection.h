@@ -269,6 +269,7 @@ class ServerConnection final : public net::IoHandler {
   SSL* ssl_ = nullptr;
   bool tls_failed_ = false;            // a fatal TLS error: no close_notify is sent
   bool tls_read_wants_write_ = false;  // a read (the handshake) waits for the socket to drain
+  bool tls_write_wants_read_ = false;  // a write waits for input (TLS 1.3 post-handshake)
   net::EventLoop::TimerId tls_pending_timer_ = net::EventLoop::kNoTimer;
   net::IpAddress peer_;
   RequestHandler& handler_;
@@ -314,6 +315,12 @@ class ServerConnection final : public net::IoHandler {
   bool closed_ = false;
   bool awaiting_first_request_ = true;
   bool in_io_event_ = false;
+  // Inside the handler's OnRequest: a response made there (a refusal of a request that
+  // was held for the gateway) must not parse the next request from inside Dispatch.
+  bool in_dispatch_ = false;
+  // Reading or writing now is the caller's to finish: an I/O event, or a dispatch,
+  // parses and flushes after the handler returns.
+  bool nested() const { return in_io_event_ || in_dispatch_; }
   uint32_t interest_ = 0;
 
   std::string out_;

@@ -97,6 +97,7 @@ struct Group {
   std::unique_ptr<http::UpstreamPool> check_pool;
   std::vector<std::unique_ptr<HealthCheck>> checks;
   net::EventLoop::TimerId check_timer = net::EventLoop::kNoTimer;
+  bool retired = false;  // a reload replaced it; requests in flight finish on it
 };
 
 struct Route {
@@ -267,7 +268,7 @@ void Group::OnCheckDone(size_t server, bool passed) {
 
 void Group::Report(size_t server, http::AttemptOutcome outcome) {
   const http::CircuitTransition t = health.Report(server, outcome, loop.now());
-  if (t == http::CircuitTransition::kNone) return;
+  if (t == http::CircuitTransition::kNone || retired) return;
   const bool open = t != http::CircuitTransition::kClosed;
   metrics.circuit_open[circuit_slots[server]].store(open ? 1 : 0, std::memory_order_relaxed);
   if (t != http::CircuitTransition::kReopened) {
@@ -325,7 +326,7 @@ class ProxyRequest final : public http::StreamHandler, public http::UpstreamConn
   void Reset() {
     ++generation_;
     client_ = nullptr;
-    routing_.reset();
+    gateway_.Release(routing_);
     group_ = nullptr;
     owner_ = nullptr;
     upstream_ = nullptr;
@@ -563,7 +564,26 @@ Gateway::Gateway(net::EventLoop& loop, metrics::Registry& registry, metrics::Wor
                  ProxyListener& listener, uint64_t seed)
     : loop_(loop), registry_(registry), metrics_(metrics), listener_(listener), seed_(seed) {}
 
-Gateway::~Gateway() = default;
+Gateway::~Gateway() {
+  loop_.Cancel(retire_timer_);
+  requests_.clear();  // (each holds a routing) before the routings go
+}
+
+void Gateway::Release(std::shared_ptr<Routing>& routing) {
+  if (routing == nullptr) return;
+  if (routing.use_count() > 1) {
+    routing.reset();
+    return;
+  }
+  retired_.push_back(std::move(routing));
+  if (retire_timer_ == net::EventLoop::kNoTimer) {
+    retire_timer_ = loop_.RunAt(loop_.now(), [this] {
+      retire_timer_ = net::EventLoop::kNoTimer;
+      std::vector<std::shared_ptr<Routing>> retired;
+      retired.swap(retired_);
+    });
+  }
+}
 
 bool Gateway::enabled() const { return routing_ != nullptr && !routing_->routes.empty(); }
 
@@ -613,7 +633,15 @@ void Gateway::Configure(const config::Config& config) {
         if (!kept) metrics_.circuit_open[slot].store(-1, std::memory_order_relaxed);
       }
     }
+    // Groups left behind by this reload no longer speak for the gauge; the requests
+    // still on them finish without writing it.
+    for (const auto& old : routing_->groups) {
+      if (std::find(routing->groups.begin(), routing->groups.end(), old) == routing->groups.end()) {
+        old->retired = true;
+      }
+    }
   }
+  Release(routing_);
   routing_ = std::move(routing);
 }
 

@@ -97,6 +97,10 @@ class Gateway {
   friend class ProxyRequest;
   ProxyRequest& NewRequest();
   void Recycle(ProxyRequest& request);
+  // Lets go of a routing. The last reference to one a reload replaced is not dropped
+  // here: that would destroy its groups' pools, and with them the connection whose
+  // callback may be on the stack; it is dropped from the loop instead.
+  void Release(std::shared_ptr<Routing>& routing);
 
   net::EventLoop& loop_;
   metrics::Registry& registry_;
@@ -104,6 +108,8 @@ class Gateway {
   ProxyListener& listener_;
   uint64_t seed_;
   std::shared_ptr<Routing> routing_;
+  std::vector<std::shared_ptr<Routing>> retired_;  // dropped by retire_timer_
+  net::EventLoop::TimerId retire_timer_ = net::EventLoop::kNoTimer;
   std::vector<std::unique_ptr<ProxyRequest>> requests_;  // every one made
   std::vector<ProxyRequest*> free_;
   size_t active_ = 0;

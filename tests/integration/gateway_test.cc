@@ -654,6 +654,53 @@ upstreams:
   EXPECT_EQ(AnsweredBy(a) - before, 4);
 }
 
+// Pipelined behind a proxied request, two requests the rules refuse and two more
+// proxied ones: five answers in order, nothing more (a refusal made while the connection was
+// held for the gateway once parsed the next request from inside the dispatch, queued a
+// stray 500 and lost the third).
+TEST(GatewayTest, PipelinedRefusalBetweenProxiedRequestsKeepsTheOrder) {
+  START_UPSTREAM(a, "a");
+  START_SLUICE(sluice, Config(fmt::format(R"(
+rules:
+  - name: none
+    match: {{path_prefix: "/limited"}}
+    algorithm: fixed_window
+    limit: 0
+    period: 1h
+routes:
+  - {{path_prefix: "/", upstream: app}}
+upstreams:
+  app:
+    servers: [{}]
+)",
+                                          Server(a))));
+  HttpClient c(sluice.port());
+  ASSERT_TRUE(c.connected()) << c.error();
+  for (int round = 0; round < 3; ++round) {
+    // The refusals last in the pipeline, then (after their answers) two more.
+    ASSERT_TRUE(c.Send(BuildRequest("GET", "/delay/50") + BuildRequest("GET", "/limited/x") +
+                       BuildRequest("GET", "/limited/y")));
+    std::vector<HttpResponse> responses = c.ReadResponses(3);
+    ASSERT_EQ(responses.size(), 3u);
+    std::string extra;
+    EXPECT_EQ(c.WaitClosed(Millis(200), &extra), HttpClient::CloseState::kOpen) << extra;
+    ASSERT_TRUE(c.Send(BuildRequest("GET", "/third") + BuildRequest("POST", "/upload", {}, "abc")));
+    for (HttpResponse& r : c.ReadResponses(2)) responses.push_back(std::move(r));
+    ASSERT_EQ(responses.size(), 5u);
+    EXPECT_EQ(responses[0].status, 200) << responses[0].Describe();
+    EXPECT_EQ(Who(responses[0]), "a");
+    EXPECT_EQ(responses[1].status, 429) << responses[1].Describe();
+    EXPECT_EQ(responses[2].status, 429) << responses[2].Describe();
+    EXPECT_EQ(responses[3].status, 200) << responses[3].Describe();
+    EXPECT_EQ(responses[3].body, "a\n");
+    EXPECT_EQ(responses[4].status, 200) << responses[4].Describe();
+    EXPECT_EQ(responses[4].body.substr(0, 2), "3 ") << responses[4].Describe();
+  }
+  // Nothing more came.
+  std::string extra;
+  EXPECT_EQ(c.WaitClosed(Millis(300), &extra), HttpClient::CloseState::kOpen) << extra;
+}
+
 // --- 4. Streaming large bodies ------------------------------------------------------------
 
 // 100 MB from the upstream to a client that at first does not read: sluice must stop

@@ -117,6 +117,22 @@ TEST_F(TlsTest, PlainHttpOnTheTlsPortIsRefusedAndTheServerGoesOn) {
   EXPECT_EQ(out, "200");
 }
 
+TEST_F(TlsTest, AClientThatNeverStartsTheHandshakeIsClosedAtTheHeadTimeout) {
+  SluiceProcess sluice(TlsConfig(certs_, "http: {header_timeout_ms: 300}\n"));
+  ASSERT_TRUE(sluice.started()) << sluice.error();
+  HttpClient silent(sluice.port());
+  ASSERT_TRUE(silent.connected());
+  // No 408 can go out before a handshake: the connection is just closed (it used to
+  // stay open with the worker spinning on a write that waited for the handshake).
+  std::string data;
+  const HttpClient::CloseState state = silent.WaitClosed(Millis(3000), &data);
+  EXPECT_TRUE(state == HttpClient::CloseState::kClosed || state == HttpClient::CloseState::kReset)
+      << static_cast<int>(state) << " " << data;
+  EXPECT_EQ(Curl(sluice.port(), fmt::format("-o /dev/null -w %{{http_code}} https://localhost:{}/x",
+                                            sluice.port())),
+            "200");
+}
+
 TEST_F(TlsTest, WrongKeyForTheCertificateStopsTheStartWithAClearError) {
   TempDir other;
   ASSERT_TRUE(MakeCertificate(other));
