@@ -1,7 +1,6 @@
 #include "http/server_connection.h"
 
 #include <errno.h>
-#include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
@@ -13,6 +12,7 @@
 
 #include "core/check.h"
 #include "http/ascii.h"
+#include "net/tls.h"
 
 namespace sluice::http {
 namespace {
@@ -352,50 +352,20 @@ ServerConnection::~ServerConnection() {
 ssize_t ServerConnection::ReceiveSome(char* buffer, size_t length) {
   // recv rather than read: the socket call skips the file layer (position lock, VFS).
   if (ssl_ == nullptr) return recv(fd_, buffer, length, 0);
-  ERR_clear_error();
-  errno = 0;  // SSL_ERROR_SYSCALL with errno 0 is an end of input
-  const int n = SSL_read(ssl_, buffer, static_cast<int>(std::min<size_t>(length, INT32_MAX)));
-  if (n > 0) return n;
-  switch (SSL_get_error(ssl_, n)) {
-    case SSL_ERROR_WANT_READ:
-      errno = EAGAIN;
-      return -1;
-    case SSL_ERROR_WANT_WRITE:  // the handshake's answer did not fit the socket
-      tls_read_wants_write_ = true;
-      errno = EAGAIN;
-      return -1;
-    case SSL_ERROR_ZERO_RETURN:  // close_notify
-      return 0;
-    case SSL_ERROR_SYSCALL:
-      tls_failed_ = true;
-      if (errno == 0) return 0;  // the peer closed without close_notify
-      return -1;
-    default:  // a handshake failure, a bad record: nothing more can be said on it
-      tls_failed_ = true;
-      errno = EPROTO;
-      return -1;
-  }
+  net::TlsWants wants;
+  const ssize_t n = net::TlsRead(ssl_, buffer, length, wants);
+  if (wants.write) tls_read_wants_write_ = true;  // the handshake's answer did not fit
+  if (wants.fatal) tls_failed_ = true;
+  return n;
 }
 
 ssize_t ServerConnection::SendSome(const char* buffer, size_t length) {
   if (ssl_ == nullptr) return send(fd_, buffer, length, MSG_NOSIGNAL);
-  ERR_clear_error();
-  tls_write_wants_read_ = false;
-  const int n = SSL_write(ssl_, buffer, static_cast<int>(std::min<size_t>(length, INT32_MAX)));
-  if (n > 0) return n;
-  switch (SSL_get_error(ssl_, n)) {
-    case SSL_ERROR_WANT_WRITE:
-      errno = EAGAIN;
-      return -1;
-    case SSL_ERROR_WANT_READ:  // (TLS 1.3 post-handshake messages): input is watched
-      tls_write_wants_read_ = true;
-      errno = EAGAIN;
-      return -1;
-    default:
-      tls_failed_ = true;
-      errno = EPIPE;
-      return -1;
-  }
+  net::TlsWants wants;
+  const ssize_t n = net::TlsWrite(ssl_, buffer, length, wants);
+  tls_write_wants_read_ = wants.read;  // (TLS 1.3 post-handshake): input is watched
+  if (wants.fatal) tls_failed_ = true;
+  return n;
 }
 
 void ServerConnection::ReadTlsPendingLater() {

@@ -2,6 +2,7 @@
 
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <openssl/ssl.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
@@ -116,11 +117,62 @@ void UpstreamConnection::FinishConnect() {
     Fail(UpstreamErrorKind::kConnectFailed, error, "connect");
     return;
   }
+  if (options_.tls != nullptr) {
+    ssl_ = options_.tls->NewSession(fd_);
+    if (ssl_ == nullptr) {
+      Fail(UpstreamErrorKind::kConnectFailed, 0, "TLS session");
+      return;
+    }
+    handshaking_ = true;
+    ContinueHandshake();
+    return;
+  }
+  ConnectionUp();
+}
+
+void UpstreamConnection::ContinueHandshake() {
+  tls_wants_read_ = tls_wants_write_ = false;
+  const int result = SSL_do_handshake(ssl_);
+  if (result == 1) {
+    handshaking_ = false;
+    ConnectionUp();
+    return;
+  }
+  const int error = SSL_get_error(ssl_, result);
+  if (error == SSL_ERROR_WANT_READ || error == SSL_ERROR_WANT_WRITE) {
+    tls_wants_read_ = error == SSL_ERROR_WANT_READ;
+    tls_wants_write_ = error == SSL_ERROR_WANT_WRITE;
+    UpdateInterest();
+    return;
+  }
+  // Nothing of the request has gone out: as retriable as a refused connect.
+  Fail(UpstreamErrorKind::kConnectFailed, error == SSL_ERROR_SYSCALL ? errno : 0,
+       "TLS handshake with the upstream failed");
+}
+
+void UpstreamConnection::ConnectionUp() {
   state_ = request_active_ ? State::kBusy : State::kIdle;
   last_progress_ = loop_.now();
   if (unsent_bytes() > 0) Flush();  // a request queued while connecting
   NoteRequestSentIfDone();
   UpdateInterest();
+}
+
+ssize_t UpstreamConnection::ReceiveSome(char* buffer, size_t length) {
+  // recv rather than read: the socket call skips the file layer.
+  if (ssl_ == nullptr) return recv(fd_, buffer, length, 0);
+  net::TlsWants wants;
+  const ssize_t n = net::TlsRead(ssl_, buffer, length, wants);
+  if (n < 0 && errno == EAGAIN && wants.write) tls_wants_write_ = true;
+  return n;
+}
+
+ssize_t UpstreamConnection::SendSome(const char* buffer, size_t length) {
+  if (ssl_ == nullptr) return send(fd_, buffer, length, MSG_NOSIGNAL);
+  net::TlsWants wants;
+  const ssize_t n = net::TlsWrite(ssl_, buffer, length, wants);
+  tls_wants_read_ = n < 0 && wants.read;
+  return n;
 }
 
 // --- Sending ----------------------------------------------------------------------------
@@ -211,7 +263,8 @@ void UpstreamConnection::FinishBody() {
 
 void UpstreamConnection::Write(const iovec* pieces, int count) {
   if (output_failed_) return;
-  if (state_ == State::kConnecting || unsent_bytes() > 0) {
+  const bool queued_before = unsent_bytes() > 0;
+  if (state_ == State::kConnecting || unsent_bytes() > 0 || ssl_ != nullptr) {
     // Behind queued output (or before the connection is up): queue. The sent prefix is
     // dropped once it outweighs the rest, so the buffer stays within the high-water mark
     // plus a piece, and compacting costs O(1) a byte.
@@ -222,6 +275,8 @@ void UpstreamConnection::Write(const iovec* pieces, int count) {
     for (int i = 0; i < count; ++i) {
       out_.append(static_cast<const char*>(pieces[i].iov_base), pieces[i].iov_len);
     }
+    // TLS encrypts from the buffer: one write (one record when it fits) for all pieces.
+    if (ssl_ != nullptr && state_ != State::kConnecting && !queued_before) Flush();
     return;
   }
   // Nothing queued: straight to the socket, copying only what it does not take.
@@ -257,7 +312,7 @@ void UpstreamConnection::Write(const iovec* pieces, int count) {
 
 void UpstreamConnection::Flush() {
   while (out_sent_ < out_.size()) {
-    const ssize_t n = send(fd_, out_.data() + out_sent_, out_.size() - out_sent_, MSG_NOSIGNAL);
+    const ssize_t n = SendSome(out_.data() + out_sent_, out_.size() - out_sent_);
     if (n > 0) {
       out_sent_ += static_cast<size_t>(n);
       last_progress_ = loop_.now();
@@ -295,12 +350,22 @@ void UpstreamConnection::OnIoEvent(uint32_t events) {
   if (state_ == State::kClosed) return;  // closed earlier this turn
   const uint64_t generation = generation_;
   if (state_ == State::kConnecting) {
-    FinishConnect();  // flushes a request queued meanwhile
+    if (handshaking_) {
+      ContinueHandshake();
+    } else {
+      FinishConnect();  // flushes a request queued meanwhile (or starts the handshake)
+    }
     if (state_ != State::kBusy) return;
     events &= ~static_cast<uint32_t>(EPOLLOUT);
-  } else if ((events & EPOLLOUT) && unsent_bytes() > 0) {
-    Flush();
-    NoteRequestSentIfDone();
+  } else {
+    if ((events & EPOLLOUT) && tls_wants_write_) {  // a TLS read waited for output room
+      tls_wants_write_ = false;
+      events |= EPOLLIN;
+    }
+    if (((events & EPOLLOUT) || ((events & EPOLLIN) && tls_wants_read_)) && unsent_bytes() > 0) {
+      Flush();
+      NoteRequestSentIfDone();
+    }
   }
   if (send_blocked_ && !output_failed_ && unsent_bytes() <= options_.send_low_water) {
     send_blocked_ = false;
@@ -351,8 +416,7 @@ void UpstreamConnection::ReadAvailable() {
       return;
     }
     const size_t room = kReadBufferSize - in_end_;
-    // recv rather than read: the socket call skips the file layer.
-    const ssize_t n = recv(fd_, in_.get() + in_end_, room, 0);
+    const ssize_t n = ReceiveSome(in_.get() + in_end_, room);
     if (n > 0) {
       if (state_ != State::kBusy) {
         Fail(UpstreamErrorKind::kProtocol, 0, "bytes from the server with no request");
@@ -362,7 +426,9 @@ void UpstreamConnection::ReadAvailable() {
       last_progress_ = loop_.now();
       in_end_ += static_cast<size_t>(n);
       Parse();
-      if (static_cast<size_t>(n) < room) return;  // drained; epoll says when more comes
+      if (static_cast<size_t>(n) < room && (ssl_ == nullptr || SSL_pending(ssl_) == 0)) {
+        return;  // drained; epoll says when more comes
+      }
       continue;
     }
     if (n == 0) {
@@ -578,7 +644,14 @@ void UpstreamConnection::ResumeReading() {
   if (state_ != State::kBusy) return;
   // Time spent paused was the client's; the upstream's idle clock starts again.
   last_progress_ = loop_.now();
+  const uint64_t generation = generation_;
   if (in_parsed_ < in_end_) Parse();
+  // TLS: plaintext the session decrypted before the pause is invisible to epoll.
+  if (generation == generation_ && state_ == State::kBusy && !paused_ && ssl_ != nullptr &&
+      SSL_pending(ssl_) > 0) {
+    ReadAvailable();
+  }
+  if (state_ == State::kClosed) return;
   // Also after the response completed: an idle connection watches for the server closing.
   UpdateInterest();
 }
@@ -589,11 +662,11 @@ void UpstreamConnection::UpdateInterest() {
   if (state_ == State::kClosed) return;
   uint32_t wanted = 0;
   if (state_ == State::kConnecting) {
-    wanted = EPOLLOUT;
+    wanted = !handshaking_ ? EPOLLOUT : tls_wants_read_ ? EPOLLIN : EPOLLOUT;
   } else {
     // Idle: watch for the server closing. Busy: read unless the caller paused us.
-    if (state_ == State::kIdle || !paused_) wanted |= EPOLLIN;
-    if (unsent_bytes() > 0) wanted |= EPOLLOUT;
+    if (state_ == State::kIdle || !paused_ || tls_wants_read_) wanted |= EPOLLIN;
+    if (unsent_bytes() > 0 || tls_wants_write_) wanted |= EPOLLOUT;
   }
   // A paused connection with nothing to send leaves the epoll set: with no interest,
   // level-triggered epoll would still report a hang-up over and over.
@@ -694,6 +767,9 @@ void UpstreamConnection::CloseSocket() {
   if (registered_) loop_.Remove(fd_);
   registered_ = false;
   interest_ = 0;
+  if (ssl_ != nullptr) SSL_free(ssl_);
+  ssl_ = nullptr;
+  handshaking_ = tls_wants_read_ = tls_wants_write_ = false;
   if (fd_ >= 0) close(fd_);
   fd_ = -1;
   state_ = State::kClosed;

@@ -62,6 +62,7 @@
 #include "http/proxy_headers.h"  // BodyFraming, UpstreamResponse
 #include "net/address.h"
 #include "net/event_loop.h"
+#include "net/tls.h"
 
 struct iovec;
 
@@ -79,6 +80,9 @@ struct UpstreamConnectionOptions {
   // OnRequestBodyDrained() follows when at most `send_low_water` remain.
   size_t send_high_water = 256 * 1024;
   size_t send_low_water = 64 * 1024;
+  // TLS to the server (`upstreams.<name>.tls`): the handshake follows the connect,
+  // within the same connect timeout, and every byte then goes through the session.
+  const net::TlsClientContext* tls = nullptr;
 };
 
 // A request to send. The head is complete ("GET /x HTTP/1.1\r\nHost: ...\r\n\r\n") and
@@ -241,6 +245,12 @@ class UpstreamConnection final : public net::IoHandler {
   static const http_parser_settings kSettings;
 
   void FinishConnect();
+  // TLS: drives the handshake; once done, the connection is up as FinishConnect's is.
+  void ContinueHandshake();
+  void ConnectionUp();
+  // The socket, or the TLS session over it, as recv and send answer.
+  ssize_t ReceiveSome(char* buffer, size_t length);
+  ssize_t SendSome(const char* buffer, size_t length);
   void ReadAvailable();
   // Runs the parser over buffered input, delivering what it finds, until it needs more
   // input, reading is paused, or the response ends.
@@ -266,6 +276,10 @@ class UpstreamConnection final : public net::IoHandler {
 
   net::EventLoop& loop_;
   const net::Endpoint server_;
+  SSL* ssl_ = nullptr;
+  bool handshaking_ = false;
+  bool tls_wants_read_ = false;   // the handshake, or a write, waits for input
+  bool tls_wants_write_ = false;  // the handshake waits for output room
   const UpstreamConnectionOptions options_;
   Handler* handler_;
   State state_ = State::kClosed;

@@ -3,6 +3,9 @@
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 
+#include <algorithm>
+#include <cerrno>
+#include <climits>
 #include <cstring>
 
 namespace sluice::net {
@@ -83,6 +86,80 @@ SSL* TlsServerContext::NewSession(int fd) const {
   }
   SSL_set_accept_state(session);
   return session;
+}
+
+const TlsClientContext& TlsClientContext::Shared() {
+  static const TlsClientContext* const context = new TlsClientContext();  // never freed
+  return *context;
+}
+
+TlsClientContext::TlsClientContext() : context_(SSL_CTX_new(TLS_client_method())) {
+  if (context_ == nullptr) return;
+  SSL_CTX_set_min_proto_version(context_, TLS1_2_VERSION);
+  SSL_CTX_set_mode(context_, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
+                                 SSL_MODE_RELEASE_BUFFERS);
+  SSL_CTX_set_verify(context_, SSL_VERIFY_NONE, nullptr);
+  static constexpr unsigned char kHttp11[] = {8, 'h', 't', 't', 'p', '/', '1', '.', '1'};
+  SSL_CTX_set_alpn_protos(context_, kHttp11, sizeof(kHttp11));
+}
+
+TlsClientContext::~TlsClientContext() { SSL_CTX_free(context_); }
+
+SSL* TlsClientContext::NewSession(int fd) const {
+  if (context_ == nullptr) return nullptr;
+  SSL* session = SSL_new(context_);
+  if (session == nullptr) return nullptr;
+  if (SSL_set_fd(session, fd) != 1) {
+    SSL_free(session);
+    return nullptr;
+  }
+  SSL_set_connect_state(session);
+  return session;
+}
+
+namespace {
+
+// After a TLS call that moved nothing: what the socket call would have said.
+ssize_t AsSocketResult(SSL* session, int result, bool reading, TlsWants& wants) {
+  switch (SSL_get_error(session, result)) {
+    case SSL_ERROR_WANT_READ:
+      wants.read = true;
+      errno = EAGAIN;
+      return -1;
+    case SSL_ERROR_WANT_WRITE:
+      wants.write = true;
+      errno = EAGAIN;
+      return -1;
+    case SSL_ERROR_ZERO_RETURN:  // close_notify
+      return 0;
+    case SSL_ERROR_SYSCALL:
+      wants.fatal = true;
+      if (reading && errno == 0) return 0;  // the peer closed without close_notify
+      if (errno == 0) errno = EPIPE;
+      return -1;
+    default:  // a handshake failure, a bad record
+      wants.fatal = true;
+      errno = reading ? EPROTO : EPIPE;
+      return -1;
+  }
+}
+
+}  // namespace
+
+ssize_t TlsRead(SSL* session, char* buffer, size_t length, TlsWants& wants) {
+  wants = {};
+  ERR_clear_error();
+  errno = 0;
+  const int n = SSL_read(session, buffer, static_cast<int>(std::min<size_t>(length, INT_MAX)));
+  return n > 0 ? n : AsSocketResult(session, n, true, wants);
+}
+
+ssize_t TlsWrite(SSL* session, const char* buffer, size_t length, TlsWants& wants) {
+  wants = {};
+  ERR_clear_error();
+  errno = 0;
+  const int n = SSL_write(session, buffer, static_cast<int>(std::min<size_t>(length, INT_MAX)));
+  return n > 0 ? n : AsSocketResult(session, n, false, wants);
 }
 
 }  // namespace sluice::net

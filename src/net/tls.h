@@ -12,6 +12,8 @@
 #ifndef SLUICE_NET_TLS_H_
 #define SLUICE_NET_TLS_H_
 
+#include <sys/types.h>
+
 #include <memory>
 #include <string>
 
@@ -38,6 +40,41 @@ class TlsServerContext {
   explicit TlsServerContext(SSL_CTX* context) : context_(context) {}
   SSL_CTX* context_;
 };
+
+// The client side, for `upstreams.<name>.tls: true`: one context per process, TLS 1.2
+// and up, ALPN "http/1.1". Like nginx's proxy_ssl_verify (off by default), the
+// upstream's certificate is not verified: the upstreams are the operator's own
+// servers, addressed by IP, and the point is encryption on the wire.
+class TlsClientContext {
+ public:
+  // The process's context, made on first use.
+  static const TlsClientContext& Shared();
+  ~TlsClientContext();
+  TlsClientContext(const TlsClientContext&) = delete;
+  TlsClientContext& operator=(const TlsClientContext&) = delete;
+  // A client session on the connected, non-blocking socket `fd`; null on failure.
+  SSL* NewSession(int fd) const;
+
+ private:
+  TlsClientContext();
+  SSL_CTX* context_;
+};
+
+// What a TLS read or write needs before it can go on, beside the socket call's
+// answer: the session may need input to write (a TLS 1.3 post-handshake message) or
+// output room to read (the handshake's answer), and a fatal error ends the session
+// without a close_notify.
+struct TlsWants {
+  bool read = false;
+  bool write = false;
+  bool fatal = false;
+};
+
+// SSL_read and SSL_write as recv and send would answer: bytes moved (> 0), 0 at the end
+// of input (close_notify, or the peer closing without one), or -1 with errno (EAGAIN
+// when the session waits on the socket, as `wants` says; EPROTO or EPIPE when fatal).
+ssize_t TlsRead(SSL* session, char* buffer, size_t length, TlsWants& wants);
+ssize_t TlsWrite(SSL* session, const char* buffer, size_t length, TlsWants& wants);
 
 }  // namespace sluice::net
 

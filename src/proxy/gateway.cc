@@ -182,6 +182,7 @@ http::UpstreamPool::Options PoolOptionsOf(const config::Upstream& c) {
   o.connection.timeouts.connect = c.connect_timeout;
   o.connection.timeouts.first_byte = c.first_byte_timeout;
   o.connection.timeouts.idle = c.idle_timeout;
+  if (c.tls) o.connection.tls = &net::TlsClientContext::Shared();
   return o;
 }
 
@@ -224,6 +225,7 @@ Group::Group(net::EventLoop& loop, metrics::Registry& registry, metrics::WorkerM
     const Duration timeout =
         std::min<Duration>(config.health_check_interval, std::chrono::seconds(5));
     o.connection.timeouts = {timeout, timeout, timeout};
+    if (config.tls) o.connection.tls = &net::TlsClientContext::Shared();
     check_pool = std::make_unique<http::UpstreamPool>(loop, o);
     for (size_t i = 0; i < endpoints.size(); ++i) {
       checks.push_back(std::make_unique<HealthCheck>(*this, i));

@@ -823,14 +823,6 @@ void Server::Publish(std::shared_ptr<const config::Config> config) {
 
 std::string Server::Start() {
   const config::Config& config = *startup_config_;
-  for (const config::Upstream& upstream : config.upstreams) {
-    if (upstream.tls) {
-      return fmt::format(
-          "upstreams.{}.tls: TLS to upstreams is not implemented in this version; use plain "
-          "HTTP to the upstream (TLS termination on `listen` is supported)",
-          upstream.name);
-    }
-  }
   if (!config.tls.cert_file.empty()) {
     std::string tls_error;
     tls_ = net::TlsServerContext::Load(config.tls.cert_file, config.tls.key_file, &tls_error);

@@ -60,6 +60,37 @@ rules:
                      certs.File("cert.pem"), certs.File("key.pem"), limit, rest);
 }
 
+// Routes and one upstream group sending everything to the plain server at `port`,
+// bodies up to 100 MB.
+std::string RouteAllTo(uint16_t port) {
+  return fmt::format(R"(http: {{max_body_bytes: 104857600}}
+routes:
+  - {{path_prefix: "/", upstream: app}}
+upstreams:
+  app:
+    servers: [{{address: "127.0.0.1:{}"}}]
+)",
+                     port);
+}
+
+// 20 MB down, and 20 MB up with Content-Length and chunked, by `curl` (a command
+// with its options) against the gateway at `base`: sizes and checksums.
+void ExpectStreamsBothWays(const std::string& curl, const std::string& base,
+                           const TempDir& scratch) {
+  EXPECT_EQ(Shell(curl + " -o /dev/null -w %{size_download} " + base + "/bytes/20000000").out,
+            "20000000");
+  const std::string file = scratch.File("up.bin");
+  ASSERT_EQ(Shell(fmt::format("head -c 20000000 /dev/urandom > {}", file)).status, 0);
+  const std::string plain =
+      Shell(fmt::format("{} -X POST --data-binary @{} {}/upload", curl, file, base)).out;
+  const std::string chunked = Shell(fmt::format("{} -X POST -H \"Transfer-Encoding: chunked\" "
+                                                "--data-binary @{} {}/upload",
+                                                curl, file, base))
+                                  .out;
+  EXPECT_EQ(plain.substr(0, 9), "20000000 ") << plain;
+  EXPECT_EQ(plain, chunked);
+}
+
 class TlsTest : public ::testing::Test {
  protected:
   void SetUp() override { ASSERT_TRUE(MakeCertificate(certs_)) << "openssl req failed"; }
@@ -153,33 +184,71 @@ tls: {{cert_file: "{}", key_file: "{}"}}
 TEST_F(TlsTest, GatewayOverTlsStreamsBothWaysAndSaysHttpsUpstream) {
   testing::UpstreamProcess upstream;
   ASSERT_TRUE(upstream.Start("a")) << upstream.error();
-  SluiceProcess sluice(TlsConfig(certs_,
-                                 fmt::format(R"(http: {{max_body_bytes: 104857600}}
-routes:
-  - {{path_prefix: "/", upstream: app}}
-upstreams:
-  app:
-    servers: [{{address: "127.0.0.1:{}"}}]
-)",
-                                             upstream.port()),
-                                 1000));
+  SluiceProcess sluice(TlsConfig(certs_, RouteAllTo(upstream.port()), 1000));
   ASSERT_TRUE(sluice.started()) << sluice.error();
   const std::string base = fmt::format("https://localhost:{}", sluice.port());
   const std::string headers = Curl(sluice.port(), base + "/headers");
   EXPECT_NE(headers.find("X-Forwarded-Proto: https"), std::string::npos) << headers;
-  // 20 MB down, and 20 MB up with Content-Length and chunked: sizes and checksums.
-  EXPECT_EQ(Curl(sluice.port(), "-o /dev/null -w %{size_download} " + base + "/bytes/20000000"),
-            "20000000");
-  ASSERT_EQ(Shell(fmt::format("head -c 20000000 /dev/urandom > {}", certs_.File("up.bin"))).status,
-            0);
-  const std::string plain = Curl(sluice.port(), fmt::format("-X POST --data-binary @{} {}/upload",
-                                                            certs_.File("up.bin"), base));
-  const std::string chunked =
-      Curl(sluice.port(), fmt::format("-X POST -H \"Transfer-Encoding: chunked\" --data-binary @{} "
-                                      "{}/upload",
-                                      certs_.File("up.bin"), base));
-  EXPECT_EQ(plain.substr(0, 9), "20000000 ") << plain;
-  EXPECT_EQ(plain, chunked);
+  ExpectStreamsBothWays("curl -sS --cacert " + certs_.File("cert.pem"), base, certs_);
+}
+
+TEST_F(TlsTest, GatewayReEncryptsToATlsUpstream) {
+  testing::UpstreamProcess upstream;
+  ASSERT_TRUE(upstream.Start("a")) << upstream.error();
+  // inner: TLS on its listener, in front of the plain test upstream.
+  SluiceProcess inner(TlsConfig(certs_, RouteAllTo(upstream.port()), 1000));
+  ASSERT_TRUE(inner.started()) << inner.error();
+  // outer: plain listener, TLS to inner (health checks too).
+  SluiceProcess outer(fmt::format(R"(listen: "127.0.0.1:0"
+admin_listen: "127.0.0.1:0"
+workers: 1
+access_log: {{enabled: false}}
+http: {{max_body_bytes: 104857600}}
+routes:
+  - {{path_prefix: "/", upstream: inner}}
+upstreams:
+  inner:
+    tls: true
+    servers: [{{address: "127.0.0.1:{}"}}]
+    health_check: {{path: "/healthz", interval_ms: 100}}
+)",
+                                  inner.port()));
+  ASSERT_TRUE(outer.started()) << outer.error();
+  HttpClient c(outer.port());
+  ASSERT_TRUE(c.connected());
+  // Many requests on one client connection, over a pooled TLS connection upstream.
+  for (int i = 0; i < 20; ++i) {
+    const HttpResponse r = c.Get("/headers");
+    ASSERT_EQ(r.status, 200) << r.Describe();
+    EXPECT_NE(r.body.find("X-Forwarded-Proto: https"), std::string::npos) << r.body;
+  }
+  ExpectStreamsBothWays("curl -sS", fmt::format("http://127.0.0.1:{}", outer.port()), certs_);
+  // The health checks over TLS pass: the server was never taken out.
+  EXPECT_EQ(outer.Stderr().find("marked down"), std::string::npos) << outer.Stderr();
+}
+
+TEST_F(TlsTest, TlsToAPlainUpstreamFailsTheHandshakeWith502) {
+  testing::UpstreamProcess upstream;
+  ASSERT_TRUE(upstream.Start("a")) << upstream.error();
+  SluiceProcess outer(fmt::format(R"(listen: "127.0.0.1:0"
+admin_listen: "127.0.0.1:0"
+workers: 1
+access_log: {{enabled: false}}
+routes:
+  - {{path_prefix: "/", upstream: app}}
+upstreams:
+  app:
+    tls: true
+    servers: [{{address: "127.0.0.1:{}"}}]
+    timeouts: {{connect_ms: 1000}}
+)",
+                                  upstream.port()));
+  ASSERT_TRUE(outer.started()) << outer.error();
+  HttpClient c(outer.port());
+  ASSERT_TRUE(c.connected());
+  const HttpResponse r = c.Get("/x");
+  EXPECT_TRUE(r.status == 502 || r.status == 504) << r.Describe();
+  EXPECT_FALSE(r.Header("X-Upstream")) << r.Describe();
 }
 
 }  // namespace
