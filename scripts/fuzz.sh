@@ -33,7 +33,7 @@ FLAGS=(-std=c++20 -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=all
 SOURCES=(src/core/algorithms.cc src/core/clock.cc src/core/limiter.cc src/core/units.cc
          src/sim/simulate.cc src/store/memory_store.cc src/store/key_hash.cc
          src/store/redis_scripts.cc
-         src/net/address.cc src/net/event_loop.cc src/http/server_connection.cc
+         src/net/address.cc src/net/event_loop.cc src/net/tls.cc src/http/server_connection.cc
          src/metrics/metrics.cc src/config/config.cc src/gate/gate.cc
          tests/fuzz/fuzz_targets.cc tests/fuzz/http_fuzz_targets.cc
          tests/fuzz/config_fuzz_targets.cc tests/fuzz/address_fuzz_targets.cc)

@@ -108,8 +108,10 @@ const std::string kBigHeader = "X-Big: " + std::string(3000, 'b') + "\r\n";
 const std::string kLongContentType(150, 't');
 
 // Answers every request as the input steers it: at once, or held and answered from a
-// loop timer (or never, until the connection closes).
-class FuzzHandler final : public http::RequestHandler {
+// loop timer (or never, until the connection closes), or as the gateway does: the body
+// streamed to the handler (paused and resumed from timers), then the response written
+// in pieces (StartResponse, WriteResponse, EndResponse) or by Respond.
+class FuzzHandler final : public http::RequestHandler, public http::StreamHandler {
  public:
   FuzzHandler(const char* name, net::EventLoop& loop, const net::IpAddress& peer, uint8_t flags)
       : name_(name), loop_(loop), peer_(peer), flags_(flags) {}
@@ -154,6 +156,23 @@ class FuzzHandler final : public http::RequestHandler {
       if (mode >= 32) connection.Respond(200, "X-Second: 1\r\n", "text/plain", "second");
       return;
     }
+    if (mode < 48) {  // streamed, as the gateway does
+      connection.Hold();
+      connection.StreamBody(*this);
+      held_ = &connection;
+      held_index_ = index;
+      stream_bits_ = h >> 24;
+      body_received_ = 0;
+      if (mode & 1) {
+        connection.ResumeBody();
+      } else {
+        timer_ = loop_.RunAt(loop_.now() + 50ms, [this] {
+          timer_ = net::EventLoop::kNoTimer;
+          held_->ResumeBody();
+        });
+      }
+      return;
+    }
     connection.Hold();
     Require(connection.held(), "Hold() holds");
     held_ = &connection;
@@ -168,6 +187,52 @@ class FuzzHandler final : public http::RequestHandler {
       Answer(*c, held_index_);
     });
   }
+
+  // http::StreamHandler
+  void OnRequestBody(http::ServerConnection& connection, std::string_view bytes) override {
+    Require(!closed_ && held_ == &connection, "body pieces only for the streamed request");
+    Require(!bytes.empty(), "no empty body pieces");
+    body_received_ += bytes.size();
+    Require(body_received_ <= kLimits.max_body_bytes, "no more body than the limit");
+    // Now and then stop, and go on from a timer, as the gateway does when its upstream
+    // is slow to take the body.
+    stream_bits_ = Mix(stream_bits_ + bytes.size());
+    if ((stream_bits_ & 3) == 0 && timer_ == net::EventLoop::kNoTimer) {
+      connection.PauseBody();
+      timer_ = loop_.RunAt(loop_.now() + 10ms, [this] {
+        timer_ = net::EventLoop::kNoTimer;
+        held_->ResumeBody();
+      });
+    }
+  }
+
+  void OnRequestBodyComplete(http::ServerConnection& connection) override {
+    Require(!closed_ && held_ == &connection, "the end only for the streamed request");
+    Require(connection.request_complete(), "the request is complete at its end");
+    if (timer_ != net::EventLoop::kNoTimer) loop_.Cancel(timer_);
+    // Answered now or from a timer, by Respond or in pieces.
+    const bool later = (stream_bits_ >> 8) & 1;
+    auto answer = [this] {
+      http::ServerConnection* c = held_;
+      held_ = nullptr;
+      if ((stream_bits_ >> 9) & 1) {
+        Answer(*c, held_index_);
+      } else {
+        AnswerInPieces(*c, held_index_);
+      }
+    };
+    if (later) {
+      timer_ = loop_.RunAt(loop_.now() + 5ms, [this, answer] {
+        timer_ = net::EventLoop::kNoTimer;
+        answer();
+      });
+    } else {
+      timer_ = net::EventLoop::kNoTimer;
+      answer();
+    }
+  }
+
+  void OnResponseDrained(http::ServerConnection&) override {}
 
   void OnClose(http::ServerConnection& connection) override {
     FUZZ_TRACE("%s OnClose\n", name_);
@@ -191,6 +256,34 @@ class FuzzHandler final : public http::RequestHandler {
   const std::vector<Planned>& planned() const { return planned_; }
 
  private:
+  // The planned response as the gateway writes one: a head it built, then the body in
+  // pieces of a few sizes, then the end.
+  void AnswerInPieces(http::ServerConnection& connection, size_t index) {
+    const Planned& p = planned_[index];
+    std::string head = "HTTP/1.1 " + std::to_string(p.status) + " Streamed\r\n";
+    head += "Content-Length: " + std::to_string(p.body_size) + "\r\n";
+    if (!p.content_type.empty()) {
+      head += "Content-Type: ";
+      head += p.content_type.substr(0, 100);
+      head += "\r\n";
+    }
+    head += "X-Request-Id: " + p.request_id + "\r\n";
+    head += p.headers;
+    const bool close = connection.closes_after_response();
+    if (close) head += "Connection: close\r\n";
+    head += "\r\n";
+    connection.StartResponse(head, close);
+    body_.resize(p.body_size);
+    for (size_t i = 0; i < p.body_size; ++i) body_[i] = BodyByte(index, i);
+    static constexpr size_t kPieces[4] = {1, 7, 1000, 65536};
+    for (size_t at = 0; at < body_.size() && !connection.closed();) {
+      const size_t n = std::min(kPieces[(stream_bits_ >> (at % 16)) & 3], body_.size() - at);
+      connection.WriteResponse(std::string_view(body_).substr(at, n));
+      at += n;
+    }
+    connection.EndResponse();
+  }
+
   void Answer(http::ServerConnection& connection, size_t index) {
     const Planned& p = planned_[index];
     body_.resize(p.body_size);
@@ -231,6 +324,8 @@ class FuzzHandler final : public http::RequestHandler {
   std::string body_;
   http::ServerConnection* held_ = nullptr;
   size_t held_index_ = 0;
+  uint64_t stream_bits_ = 0;  // the streamed request's choices
+  uint64_t body_received_ = 0;
   net::EventLoop::TimerId timer_ = net::EventLoop::kNoTimer;
   bool closed_ = false;
   int protocol_errors_ = 0;
@@ -424,6 +519,7 @@ class Session {
     }
     loop_.AddTurnHook([this, &timeouts] {
       const int64_t now = ToNanos(loop_.now());
+      timeouts.RunDeferredFlushes();
       timeouts.header.Expire(now);
       timeouts.idle.Expire(now);
     });
