@@ -511,7 +511,11 @@ class ProxyRequest final : public http::StreamHandler, public http::UpstreamConn
     } else if (status == 504) {
       body = "{\"error\":\"upstream_timeout\"}\n";
     }
+    const bool close = force_close_;
     Finish(status);
+    // After an Upgrade request the connection ends with its answer, as after a
+    // proxied one (StartResponse's `close`).
+    if (close) client->Drain();
     client->Respond(status, headers, "application/json", body);
   }
 

@@ -1417,6 +1417,46 @@ TEST(GatewayTest, UnreachableUpstreamGets502) {
   }
 }
 
+// Upgrade is not proxied: the request goes up as a plain one (no Upgrade field, no
+// upgrade token) and the client connection ends with the answer, whatever it is.
+TEST(GatewayTest, UpgradeRequestsGoUpPlainAndCloseTheConnection) {
+  START_UPSTREAM(a, "a");
+  DeadPort dead;
+  ASSERT_NE(dead.port(), 0);
+  START_SLUICE(sluice, Config(fmt::format(R"(
+routes:
+  - {{path_prefix: "/dead/", upstream: dead}}
+  - {{path_prefix: "/", upstream: app}}
+upstreams:
+  app:
+    servers: [{}]
+  dead:
+    servers: [{{address: "{}"}}]
+)",
+                                          Server(a), dead.address())));
+  const Headers upgrade = {{"Connection", "Upgrade"}, {"Upgrade", "websocket"}};
+  {
+    HttpClient c(sluice.port());
+    ASSERT_TRUE(c.connected()) << c.error();
+    const HttpResponse r = c.Get("/headers", upgrade);
+    ASSERT_EQ(r.status, 200) << r.Describe();
+    EXPECT_EQ(r.body.find("Upgrade"), std::string::npos) << r.body;
+    EXPECT_EQ(r.body.find("pgrade"), std::string::npos) << r.body;  // nor the token
+    EXPECT_EQ(r.Header("Connection"), "close") << r.Describe();
+    std::string data;
+    EXPECT_EQ(c.WaitClosed(Millis(2000), &data), HttpClient::CloseState::kClosed) << data;
+  }
+  {
+    HttpClient c(sluice.port());
+    ASSERT_TRUE(c.connected()) << c.error();
+    const HttpResponse r = c.Get("/dead/x", upgrade);
+    ASSERT_EQ(r.status, 502) << r.Describe();
+    EXPECT_EQ(r.Header("Connection"), "close") << r.Describe();
+    std::string data;
+    EXPECT_EQ(c.WaitClosed(Millis(2000), &data), HttpClient::CloseState::kClosed) << data;
+  }
+}
+
 TEST(GatewayTest, SlowFirstByteGets504) {
   START_UPSTREAM(a, "a");
   START_SLUICE(sluice, AppConfig(fmt::format(R"(
