@@ -439,8 +439,11 @@ class ProxyRequest final : public http::StreamHandler, public http::UpstreamConn
     }
     const bool nothing_sent = error.kind == http::UpstreamErrorKind::kConnectFailed ||
                               error.kind == http::UpstreamErrorKind::kConnectTimeout;
-    if (!error.response_started && attempts_ < 2 && body_taken_ == 0 &&
-        (idempotent_ || nothing_sent)) {
+    const bool retriable =
+        !error.response_started && body_taken_ == 0 && (idempotent_ || nothing_sent);
+    // One retry in the group; beyond it, the fallback once the group has no server
+    // left to try (as nginx moves on to its backup servers).
+    if (retriable && (attempts_ < 2 || FallbackReady(gateway_.loop_.now()))) {
       failed_status_ = status;
       Attempt(server_);
       return;
@@ -452,22 +455,18 @@ class ProxyRequest final : public http::StreamHandler, public http::UpstreamConn
   // Picks a server (not `exclude`) and sends the request to it.
   void Attempt(std::optional<size_t> exclude) {
     const Timestamp now = gateway_.loop_.now();
-    if (!group_->health.AnyEligible(now)) {
-      const size_t fallback = routing_->fallback[group_index_];
-      if (fallback != kNone && !used_fallback_ &&
-          routing_->groups[fallback]->health.AnyEligible(now)) {
-        used_fallback_ = true;
-        group_index_ = fallback;
-        group_ = routing_->groups[fallback].get();
-        exclude = std::nullopt;
-      } else {
-        Answer(exclude ? failed_status_ : 503);
-        return;
-      }
+    std::optional<size_t> picked = Pick(now, exclude);
+    // The balancer gives the failed server back when it is the group's only eligible
+    // one (a retry on a fresh connection covers a keep-alive connection the server had
+    // closed); a fallback is the better second try.
+    if (picked && picked == exclude && FallbackAvailable(now)) picked.reset();
+    if (!picked && FallbackAvailable(now)) {
+      // The group has no server to give (down, open, or the one that just failed).
+      used_fallback_ = true;
+      group_index_ = routing_->fallback[group_index_];
+      group_ = routing_->groups[group_index_].get();
+      picked = Pick(now, std::nullopt);
     }
-    group_->health.FillEligibility(now, group_->statuses);
-    const std::optional<size_t> picked = group_->balancer.Pick(
-        {group_->statuses, std::string_view(client_key_, sizeof(client_key_)), exclude});
     if (!picked) {
       Answer(exclude ? failed_status_ : 503);
       return;
@@ -488,6 +487,24 @@ class ProxyRequest final : public http::StreamHandler, public http::UpstreamConn
       body_resumed_ = true;
       client_->ResumeBody();
     }
+  }
+
+  std::optional<size_t> Pick(Timestamp now, std::optional<size_t> exclude) {
+    if (!group_->health.AnyEligible(now)) return std::nullopt;
+    group_->health.FillEligibility(now, group_->statuses);
+    return group_->balancer.Pick(
+        {group_->statuses, std::string_view(client_key_, sizeof(client_key_)), exclude});
+  }
+
+  // The group has a fallback, not tried yet, with a server to give.
+  bool FallbackAvailable(Timestamp now) const {
+    const size_t fallback = routing_->fallback[group_index_];
+    return fallback != kNone && !used_fallback_ &&
+           routing_->groups[fallback]->health.AnyEligible(now);
+  }
+  // ... and the group itself has no server eligible: worth an attempt beyond the retry.
+  bool FallbackReady(Timestamp now) const {
+    return FallbackAvailable(now) && !group_->health.AnyEligible(now);
   }
 
   // The current attempt is over: its connection goes back to the pool (kept when
