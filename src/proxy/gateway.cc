@@ -301,6 +301,9 @@ class ProxyRequest final : public http::StreamHandler, public http::UpstreamConn
     head_method_ = request.head_method;
     idempotent_ = IsIdempotent(request.method);
     client_minor_ = request.version_minor;
+    // A body small enough is kept as it goes, so that a retry can send it again.
+    body_kept_ = body_.kind == http::BodyKind::kChunked ||
+                 (body_.kind == http::BodyKind::kContentLength && body_.length <= kMaxKeptBody);
     // An Upgrade request goes up as a plain one; what may follow its head on the
     // client connection is not HTTP/1.1 that sluice speaks, so it closes after.
     force_close_ = request.FindHeader("upgrade").has_value();
@@ -335,6 +338,7 @@ class ProxyRequest final : public http::StreamHandler, public http::UpstreamConn
     started_ = false;
     attempts_ = 0;
     body_taken_ = 0;
+    kept_body_.clear();
     body_resumed_ = false;
     body_complete_ = false;
     used_fallback_ = false;
@@ -348,6 +352,14 @@ class ProxyRequest final : public http::StreamHandler, public http::UpstreamConn
   // http::StreamHandler (the client side)
   void OnRequestBody(http::ServerConnection&, std::string_view bytes) override {
     body_taken_ += bytes.size();
+    if (body_kept_) {
+      if (kept_body_.size() + bytes.size() <= kMaxKeptBody) {
+        kept_body_.append(bytes);
+      } else {  // a chunked body that turned out large
+        body_kept_ = false;
+        kept_body_.clear();
+      }
+    }
     if (upstream_ == nullptr) return;
     if (!upstream_->SendBody(bytes)) client_->PauseBody();
   }
@@ -439,8 +451,8 @@ class ProxyRequest final : public http::StreamHandler, public http::UpstreamConn
     }
     const bool nothing_sent = error.kind == http::UpstreamErrorKind::kConnectFailed ||
                               error.kind == http::UpstreamErrorKind::kConnectTimeout;
-    const bool retriable =
-        !error.response_started && body_taken_ == 0 && (idempotent_ || nothing_sent);
+    const bool retriable = !error.response_started && (body_taken_ == 0 || body_kept_) &&
+                           (idempotent_ || nothing_sent);
     // One retry in the group; beyond it, the fallback once the group has no server
     // left to try (as nginx moves on to its backup servers).
     if (retriable && (attempts_ < 2 || FallbackReady(gateway_.loop_.now()))) {
@@ -478,8 +490,16 @@ class ProxyRequest final : public http::StreamHandler, public http::UpstreamConn
     verdict_given_ = false;
     upstream_ = &group_->pool.Acquire(group_->endpoints[server_], *this);
     upstream_->StartRequest(*this, {head_, body_, head_method_});
+    if (body_taken_ > 0) {
+      // A retry: what the client sent so far goes again (kept, as it is small), then
+      // the rest as it comes.
+      if (!upstream_->SendBody(kept_body_))
+        client_->PauseBody();
+      else if (!body_complete_)
+        client_->ResumeBody();
+    }
     if (body_.kind != http::BodyKind::kNone && body_complete_) {
-      upstream_->FinishBody();  // a retry of a request whose (empty) body has ended
+      upstream_->FinishBody();  // a retry of a request whose body has ended
     }
     if (!body_resumed_) {
       // The body (or, without one, the end of the message) is read from now on. This
@@ -573,6 +593,10 @@ class ProxyRequest final : public http::StreamHandler, public http::UpstreamConn
   bool used_fallback_ = false;
   bool verdict_given_ = false;  // the breaker heard this attempt's outcome
   uint64_t body_taken_ = 0;     // request body bytes read from the client
+  // Up to kMaxKeptBody of them, for a retry (nginx keeps bodies in a buffer, or a file).
+  static constexpr size_t kMaxKeptBody = 64 * 1024;
+  std::string kept_body_;
+  bool body_kept_ = false;
   bool body_resumed_ = false;
   bool body_complete_ = false;
 

@@ -1591,10 +1591,16 @@ upstreams:
     ASSERT_EQ(r.status, 200) << r.Describe();
     EXPECT_EQ(Who(r), "backup-1");
   }
-  // A POST too: its connect failed, so nothing of it reached the dead server.
-  const HttpResponse post = c.Request("POST", "/upload", {}, "");
+  // A POST too, with a body: its connect failed, so nothing of it reached the dead
+  // server, and the body, small enough to be kept, goes again.
+  const HttpResponse post = c.Request("POST", "/upload", {}, "abc");
   EXPECT_EQ(post.status, 200) << post.Describe();
   EXPECT_EQ(Who(post), "backup-1");
+  EXPECT_EQ(post.body.substr(0, 2), "3 ") << post.body;
+  const HttpResponse chunked =
+      c.Request("POST", "/upload", {{"Transfer-Encoding", "chunked"}}, "5\r\nhello\r\n0\r\n\r\n");
+  EXPECT_EQ(chunked.status, 200) << chunked.Describe();
+  EXPECT_EQ(chunked.body.substr(0, 2), "5 ") << chunked.body;
 }
 
 // An upstream that closes before answering: 502 (a GET after its one retry). One that
