@@ -490,16 +490,16 @@ class ProxyRequest final : public http::StreamHandler, public http::UpstreamConn
     verdict_given_ = false;
     upstream_ = &group_->pool.Acquire(group_->endpoints[server_], *this);
     upstream_->StartRequest(*this, {head_, body_, head_method_});
-    if (body_taken_ > 0) {
-      // A retry: what the client sent so far goes again (kept, as it is small), then
-      // the rest as it comes.
-      if (!upstream_->SendBody(kept_body_))
-        client_->PauseBody();
-      else if (!body_complete_)
-        client_->ResumeBody();
-    }
+    // A retry: what the client sent so far goes again (kept, as it is small), then the
+    // rest as it comes. The client's body is resumed last: that may deliver the rest,
+    // and its end, before it returns.
+    const bool more = body_taken_ == 0 || upstream_->SendBody(kept_body_);
     if (body_.kind != http::BodyKind::kNone && body_complete_) {
-      upstream_->FinishBody();  // a retry of a request whose body has ended
+      upstream_->FinishBody();
+    } else if (!more) {
+      client_->PauseBody();
+    } else if (body_resumed_) {
+      client_->ResumeBody();  // it may have been paused for the failed upstream
     }
     if (!body_resumed_) {
       // The body (or, without one, the end of the message) is read from now on. This
