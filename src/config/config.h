@@ -18,6 +18,7 @@
 #include <string_view>
 #include <vector>
 
+#include "core/balance_policy.h"
 #include "net/address.h"
 #include "sluice/clock.h"
 #include "sluice/limiter.h"
@@ -110,7 +111,7 @@ struct UpstreamServer {
 
 struct Upstream {
   std::string name;
-  enum class Balance { kRoundRobin, kWeightedRoundRobin, kLeastConnections, kHash, kRandom };
+  using Balance = BalancePolicy;
   Balance balance = Balance::kRoundRobin;
   std::vector<UpstreamServer> servers;
   std::string health_check_path;  // "" = no active checks

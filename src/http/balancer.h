@@ -82,11 +82,12 @@
 #include <string_view>
 #include <vector>
 
+#include "core/balance_policy.h"
 #include "core/hash_ring.h"
 
 namespace sluice::http {
 
-enum class BalancePolicy { kRoundRobin, kWeightedRoundRobin, kLeastConnections, kHash, kRandom };
+// BalancePolicy: core/balance_policy.h, shared with the config.
 
 // "round_robin", "weighted_round_robin", "least_connections", "hash", "random";
 // nullopt for anything else (names are case-sensitive, as in the config).

@@ -19,22 +19,6 @@ namespace {
 
 constexpr size_t kNone = SIZE_MAX;
 
-http::BalancePolicy PolicyOf(config::Upstream::Balance balance) {
-  switch (balance) {
-    case config::Upstream::Balance::kRoundRobin:
-      return http::BalancePolicy::kRoundRobin;
-    case config::Upstream::Balance::kWeightedRoundRobin:
-      return http::BalancePolicy::kWeightedRoundRobin;
-    case config::Upstream::Balance::kLeastConnections:
-      return http::BalancePolicy::kLeastConnections;
-    case config::Upstream::Balance::kHash:
-      return http::BalancePolicy::kHash;
-    case config::Upstream::Balance::kRandom:
-      return http::BalancePolicy::kRandom;
-  }
-  return http::BalancePolicy::kRoundRobin;
-}
-
 // Everything that defines a group: a reload that leaves it unchanged keeps the group's
 // health state, breakers and warm connections.
 std::string Fingerprint(const config::Upstream& u) {
@@ -203,7 +187,7 @@ Group::Group(net::EventLoop& loop, metrics::Registry& registry, metrics::WorkerM
       name(config.name),
       fingerprint(Fingerprint(config)),
       metrics_slot(registry.UpstreamSlot(config.name)),
-      balancer(PolicyOf(config.balance), BalancerServersOf(config), seed),
+      balancer(config.balance, BalancerServersOf(config), seed),
       health(config.servers.size(), HealthOptionsOf(config, seed ^ 0x9e3779b97f4a7c15ULL),
              loop.now()),
       statuses(config.servers.size()),
