@@ -1566,6 +1566,65 @@ upstreams:
   }
 }
 
+// A reload that changes a group while requests are in flight on it: they finish on the
+// servers they started with (the old group lives until its last request is done, and
+// is dropped from the loop, not from inside that request's callbacks); new requests go
+// to the new servers; an unchanged group keeps its warm connections.
+TEST(GatewayTest, ReloadChangesAGroupUnderRequestsInFlight) {
+  START_UPSTREAM(a, "a");
+  START_UPSTREAM(b, "b");
+  START_UPSTREAM(s, "s");
+  auto config = [&](const UpstreamProcess& app_server) {
+    return Config(std::string(kOpenRule) + fmt::format(R"(
+routes:
+  - {{path_prefix: "/static/", upstream: static}}
+  - {{path_prefix: "/", upstream: app}}
+upstreams:
+  app:
+    servers: [{}]
+  static:
+    servers: [{}]
+)",
+                                                       Server(app_server), Server(s)));
+  };
+  START_SLUICE(sluice, config(a));
+  HttpClient warm(sluice.port());
+  ASSERT_TRUE(warm.connected()) << warm.error();
+  ASSERT_EQ(Who(warm.Get("/static/x")), "s");
+  // Slow requests on app (server a) in flight across the reload.
+  std::vector<std::unique_ptr<HttpClient>> slow;
+  for (int i = 0; i < 4; ++i) {
+    slow.push_back(std::make_unique<HttpClient>(sluice.port()));
+    ASSERT_TRUE(slow.back()->connected());
+    ASSERT_TRUE(slow.back()->Send(BuildRequest("GET", "/delay/400")));
+  }
+  // Each is forwarded as soon as the rules have counted it (in the same call).
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        return Metric(sluice, "sluice_requests_total", "rule=\"all\",decision=\"allowed\"") >= 5;
+      },
+      Millis(3000)))
+      << MetricsText(sluice);
+  ASSERT_TRUE(sluice.RewriteConfig(config(b)));
+  HttpClient admin(sluice.admin_port());
+  ASSERT_TRUE(admin.connected());
+  ASSERT_EQ(admin.Request("POST", "/v1/reload").status, 200);
+  // New requests go to b at once.
+  HttpClient c(sluice.port());
+  ASSERT_TRUE(c.connected());
+  EXPECT_EQ(Who(c.Get("/x")), "b");
+  // The slow ones finish on a.
+  for (auto& client : slow) {
+    const HttpResponse r = client->ReadResponse();
+    EXPECT_EQ(r.status, 200) << r.Describe();
+    EXPECT_EQ(Who(r), "a");
+  }
+  // The unchanged group still serves, on the connection it had.
+  EXPECT_EQ(Who(warm.Get("/static/y")), "s");
+  EXPECT_EQ(Who(c.Get("/y")), "b");
+  EXPECT_TRUE(sluice.running());
+}
+
 // A group of one server that fails (its breaker still closed): the retry has no other
 // server in the group, so it goes to the fallback.
 TEST(GatewayTest, RetryOfASingleServerGroupGoesToTheFallback) {
