@@ -33,7 +33,7 @@ FLAGS=(-std=c++20 -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=all
 SOURCES=(src/core/algorithms.cc src/core/clock.cc src/core/limiter.cc src/core/units.cc
          src/sim/simulate.cc src/store/memory_store.cc src/store/key_hash.cc
          src/store/redis_scripts.cc
-         src/net/address.cc src/net/event_loop.cc src/net/tls.cc src/http/server_connection.cc
+         src/net/address.cc src/net/event_loop.cc src/net/io_batch.cc src/net/tls.cc src/http/server_connection.cc
          src/metrics/metrics.cc src/config/config.cc src/gate/gate.cc
          tests/fuzz/fuzz_targets.cc tests/fuzz/http_fuzz_targets.cc
          tests/fuzz/config_fuzz_targets.cc tests/fuzz/address_fuzz_targets.cc)
@@ -82,7 +82,7 @@ failed=""
 for target in $TARGETS; do
   clang++ "${FLAGS[@]}" -fsanitize=fuzzer -DSLUICE_FUZZ_TARGET="$target" \
     tests/fuzz/libfuzzer_main.cc "${OBJECTS[@]}" \
-    -lyaml-cpp -lhttp_parser -lssl -lcrypto -lxxhash -lfmt -lpthread -o "$OUT/fuzz_$target"
+    -lyaml-cpp -lhttp_parser -luring -lssl -lcrypto -lxxhash -lfmt -lpthread -o "$OUT/fuzz_$target"
   mkdir -p "$OUT/corpus/$target"
   echo "== $target (${SECONDS_EACH}s)"
   # shellcheck disable=SC2046

@@ -7,7 +7,7 @@ packages=(
   g++ cmake ninja-build ccache pkg-config make
   libgtest-dev libgmock-dev libbenchmark-dev
   libfmt-dev libcli11-dev libxxhash-dev libhttp-parser-dev libyaml-cpp-dev
-  libhiredis-dev redis-server libssl-dev openssl curl
+  libhiredis-dev redis-server libssl-dev openssl curl liburing-dev
 )
 
 missing=()

@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cstring>
 #include <ctime>
+#include <utility>
 
 #include "core/check.h"
 #include "http/ascii.h"
@@ -316,30 +317,46 @@ ServerConnection::ServerConnection(net::EventLoop& loop, int fd, const net::IpAd
   in_.resize(kInitialReadBuffer);
 }
 
-void ConnectionTimeouts::RunDeferredFlushes() {
-  // By index: a flush that closes a connection runs its owner's OnClose, which may
-  // queue another.
-  for (size_t i = 0; i < flush_soon.size(); ++i) {
-    ServerConnection* c = flush_soon[i];
-    c->flush_queued_ = false;
-    if (c->closed_) continue;
-    c->Flush();
-    if (!c->closed_) c->UpdateInterest();
-  }
-  flush_soon.clear();
-}
-
 void ServerConnection::FlushSoon() {
   if (flush_queued_) return;
   flush_queued_ = true;
-  timeouts_.flush_soon.push_back(this);
+  loop_.SendAtTurnEnd(this);
+}
+
+void ServerConnection::QueueDeferredSend(net::IoBatch& batch) {
+  if (closed_ || ssl_ != nullptr || out_sent_ == out_ready_) return;
+  batch.QueueSend(fd_, out_.data() + out_sent_, out_ready_ - out_sent_, this);
+}
+
+void ServerConnection::OnBatchedSend(ssize_t result) {
+  // What the socket took; a failure or a full socket is met again by Flush's own send.
+  if (result > 0 && !closed_) out_sent_ += static_cast<size_t>(result);
+}
+
+void ServerConnection::FinishDeferredSend() {
+  flush_queued_ = false;
+  if (closed_) return;
+  Flush();
+  if (!closed_) UpdateInterest();
+}
+
+void ServerConnection::BeforeIoEvent(uint32_t events, net::IoBatch& batch) {
+  // What ReadAvailable would receive first, when the buffer already has room for it.
+  if (!(events & EPOLLIN) || (events & (EPOLLERR | EPOLLHUP)) || ssl_ != nullptr) return;
+  if (closed_ || close_after_write_ || out_.size() - out_sent_ > kMaxPendingOutput) return;
+  if (in_end_ == in_.size()) return;
+  batch.QueueReceive(fd_, in_.data() + in_end_, in_.size() - in_end_, this);
+}
+
+void ServerConnection::OnBatchedReceive(ssize_t result) {
+  // The end of input and errors are met again by ReadAvailable's own receive.
+  if (result <= 0 || closed_) return;
+  in_end_ += static_cast<size_t>(result);
+  deposited_ = static_cast<size_t>(result);
 }
 
 ServerConnection::~ServerConnection() {
-  if (flush_queued_) {
-    auto& queued = timeouts_.flush_soon;
-    queued.erase(std::find(queued.begin(), queued.end(), this));
-  }
+  if (flush_queued_) loop_.CancelSendAtTurnEnd(this);
   loop_.Cancel(tls_pending_timer_);
   if (!closed_) {
     DisarmDeadline();
@@ -424,6 +441,12 @@ void ServerConnection::OnIoEvent(uint32_t events) {
     ReadAvailable();
   }
   if (!closed_) Flush();
+  // Input already buffered (bytes the loop's batch received while output was short of
+  // room, pipelined requests) goes on once the output has room again.
+  if (!closed_ && in_parsed_ < in_end_ && out_.size() - out_sent_ <= kMaxPendingOutput) {
+    Parse();
+    if (!closed_) Flush();
+  }
   in_io_event_ = false;
   // Outside the in-event section, so that what the handler writes now is flushed now.
   if (!closed_ && drain_wanted_ && out_.size() - out_sent_ <= kResponseLowWater) {
@@ -457,15 +480,23 @@ bool ServerConnection::EnsureReadRoom() {
 }
 
 void ServerConnection::ReadAvailable() {
+  // Bytes the loop's batch received are in the buffer already: the first round takes
+  // them instead of receiving. (Left unparsed here, Parse's next run takes them.)
+  size_t deposited = std::exchange(deposited_, 0);
   for (int i = 0; i < kMaxReadsPerEvent && !closed_ && !close_after_write_; ++i) {
     if (out_.size() - out_sent_ > kMaxPendingOutput) return;
-    if (!EnsureReadRoom()) {
-      if (phase_ == Phase::kHead) FailProtocol(431);
-      return;  // held with a full buffer: wait for the response
+    ssize_t n;
+    if (deposited > 0) {
+      n = static_cast<ssize_t>(std::exchange(deposited, 0));
+    } else {
+      if (!EnsureReadRoom()) {
+        if (phase_ == Phase::kHead) FailProtocol(431);
+        return;  // held with a full buffer: wait for the response
+      }
+      n = ReceiveSome(in_.data() + in_end_, in_.size() - in_end_);
+      if (n > 0) in_end_ += static_cast<size_t>(n);
     }
-    const ssize_t n = ReceiveSome(in_.data() + in_end_, in_.size() - in_end_);
     if (n > 0) {
-      in_end_ += static_cast<size_t>(n);
       // A body that keeps coming is not a stalled one, however long it takes.
       if (phase_ == Phase::kBody && !body_paused_ && !answered_) {
         ArmDeadline(timeouts_.idle, limits_.idle_timeout);

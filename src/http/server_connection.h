@@ -97,12 +97,6 @@ class TimeoutList {
 struct ConnectionTimeouts {
   TimeoutList header;  // waiting for a request head to complete
   TimeoutList idle;    // keep-alive with nothing to do, or a slow body
-  // Connections whose output waits for the end of the loop turn: a streamed response
-  // written from another connection's event (the upstream's) goes out in one send for
-  // its head and what body came with it, not one send per piece. The owner calls
-  // RunDeferredFlushes from its loop's turn hook.
-  std::vector<ServerConnection*> flush_soon;
-  void RunDeferredFlushes();
 };
 
 // The side of a streamed request that takes its body and feeds its response: the
@@ -152,7 +146,9 @@ class RequestIdSource {
   uint64_t counter_ = 0;
 };
 
-class ServerConnection final : public net::IoHandler {
+class ServerConnection final : public net::IoHandler,
+                               private net::DeferredSender,
+                               private net::IoBatch::Client {
  public:
   // Takes ownership of `fd` (non-blocking, accepted) and of `tls` when given: a
   // server session on `fd` (net::TlsServerContext::NewSession) through which every
@@ -228,6 +224,7 @@ class ServerConnection final : public net::IoHandler {
   void* pending = nullptr;
 
   void OnIoEvent(uint32_t events) override;
+  void BeforeIoEvent(uint32_t events, net::IoBatch& batch) override;
 
  private:
   enum class Phase { kIdle, kHead, kBody, kDone };
@@ -328,10 +325,20 @@ class ServerConnection final : public net::IoHandler {
   size_t out_ready_ = 0;       // bytes of out_ that may be written (completed requests)
   size_t response_start_ = 0;  // where the current request's response begins in out_
 
-  // Output queued for the end of the turn (ConnectionTimeouts::flush_soon).
-  friend struct ConnectionTimeouts;
+  // Output queued for the end of the turn (EventLoop::SendAtTurnEnd): a streamed
+  // response written from another connection's event (the upstream's) goes out in one
+  // send for its head and what body came with it, not one send per piece, and in one
+  // batch with the turn's other sends.
   void FlushSoon();
+  void QueueDeferredSend(net::IoBatch& batch) override;
+  void FinishDeferredSend() override;
   bool flush_queued_ = false;
+  // The loop's batch ran a receive or send for this connection (BeforeIoEvent,
+  // QueueDeferredSend). Bytes received are in in_ already; `deposited_` says how many,
+  // for ReadAvailable to parse them as if it had just received them.
+  void OnBatchedReceive(ssize_t result) override;
+  void OnBatchedSend(ssize_t result) override;
+  size_t deposited_ = 0;
 
   // Membership of one TimeoutList.
   friend class TimeoutList;

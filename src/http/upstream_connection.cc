@@ -13,6 +13,7 @@
 #include <climits>
 #include <cstdio>
 #include <cstring>
+#include <utility>
 
 #include "core/check.h"
 #include "http/ascii.h"
@@ -80,7 +81,10 @@ UpstreamConnection::UpstreamConnection(net::EventLoop& loop, const net::Endpoint
   parser_.data = this;
 }
 
-UpstreamConnection::~UpstreamConnection() { Close(); }
+UpstreamConnection::~UpstreamConnection() {
+  if (send_queued_) loop_.CancelSendAtTurnEnd(this);
+  Close();
+}
 
 // --- Connecting -------------------------------------------------------------------------
 
@@ -279,35 +283,51 @@ void UpstreamConnection::Write(const iovec* pieces, int count) {
     if (ssl_ != nullptr && state_ != State::kConnecting && !queued_before) Flush();
     return;
   }
-  // Nothing queued: straight to the socket, copying only what it does not take.
-  msghdr message{};
-  message.msg_iov = const_cast<iovec*>(pieces);
-  message.msg_iovlen = static_cast<size_t>(count);
-  ssize_t sent;
-  do {
-    // One piece (a request head): send, which skips copying in the message header.
-    sent = count == 1 ? send(fd_, pieces[0].iov_base, pieces[0].iov_len, MSG_NOSIGNAL)
-                      : sendmsg(fd_, &message, MSG_NOSIGNAL);
-  } while (sent < 0 && errno == EINTR);
-  if (sent < 0) {
-    if (errno != EAGAIN && errno != EWOULDBLOCK) {
-      OutputFailed();
-      return;
-    }
-    sent = 0;
-  }
-  if (sent > 0) last_progress_ = loop_.now();
-  size_t skip = static_cast<size_t>(sent);
+  // Nothing queued on a connection that is up: to the end of the turn, where the
+  // turn's sends go out in one batch (the pieces are copied: the caller's may not live
+  // that long).
   out_.clear();
   out_sent_ = 0;
   for (int i = 0; i < count; ++i) {
-    if (skip >= pieces[i].iov_len) {
-      skip -= pieces[i].iov_len;
-      continue;
-    }
-    out_.append(static_cast<const char*>(pieces[i].iov_base) + skip, pieces[i].iov_len - skip);
-    skip = 0;
+    out_.append(static_cast<const char*>(pieces[i].iov_base), pieces[i].iov_len);
   }
+  if (!send_queued_) {
+    send_queued_ = true;
+    loop_.SendAtTurnEnd(this);
+  }
+}
+
+void UpstreamConnection::QueueDeferredSend(net::IoBatch& batch) {
+  if (state_ == State::kClosed || state_ == State::kConnecting || output_failed_) return;
+  if (unsent_bytes() == 0) return;
+  batch.QueueSend(fd_, out_.data() + out_sent_, unsent_bytes(), this);
+}
+
+void UpstreamConnection::OnBatchedSend(ssize_t result) {
+  // What the socket took; a failure or a full socket is met again by Flush's own send.
+  if (result <= 0 || state_ == State::kClosed) return;
+  out_sent_ += static_cast<size_t>(result);
+  last_progress_ = loop_.now();
+}
+
+void UpstreamConnection::FinishDeferredSend() {
+  send_queued_ = false;
+  if (state_ == State::kClosed || state_ == State::kConnecting) return;
+  Flush();  // the rest, if the socket took part; clears the buffer when all went
+  if (state_ == State::kClosed) return;
+  NoteRequestSentIfDone();
+  if (!NotifyBodyDrained()) return;
+  UpdateInterest();
+}
+
+bool UpstreamConnection::NotifyBodyDrained() {
+  if (!send_blocked_ || output_failed_ || unsent_bytes() > options_.send_low_water) return true;
+  const uint64_t generation = generation_;
+  send_blocked_ = false;
+  handler_->OnRequestBodyDrained(*this);
+  if (generation == generation_) return true;
+  UpdateInterest();
+  return false;
 }
 
 void UpstreamConnection::Flush() {
@@ -348,7 +368,6 @@ void UpstreamConnection::NoteRequestSentIfDone() {
 
 void UpstreamConnection::OnIoEvent(uint32_t events) {
   if (state_ == State::kClosed) return;  // closed earlier this turn
-  const uint64_t generation = generation_;
   if (state_ == State::kConnecting) {
     if (handshaking_) {
       ContinueHandshake();
@@ -367,14 +386,7 @@ void UpstreamConnection::OnIoEvent(uint32_t events) {
       NoteRequestSentIfDone();
     }
   }
-  if (send_blocked_ && !output_failed_ && unsent_bytes() <= options_.send_low_water) {
-    send_blocked_ = false;
-    handler_->OnRequestBodyDrained(*this);
-    if (generation != generation_) {
-      UpdateInterest();
-      return;
-    }
-  }
+  if (!NotifyBodyDrained()) return;
   if (events & (EPOLLIN | EPOLLERR | EPOLLHUP)) {
     if (state_ == State::kIdle || !paused_) {
       ReadAvailable();
@@ -406,27 +418,60 @@ bool UpstreamConnection::EnsureReadRoom() {
   return true;
 }
 
+void UpstreamConnection::BeforeIoEvent(uint32_t events, net::IoBatch& batch) {
+  // What ReadAvailable would receive first, for a response being read.
+  if (!(events & EPOLLIN) || (events & (EPOLLERR | EPOLLHUP)) || ssl_ != nullptr) return;
+  if (state_ != State::kBusy || paused_ || in_end_ == kReadBufferSize) return;
+  batch_room_ = kReadBufferSize - in_end_;
+  batch.QueueReceive(fd_, in_.get() + in_end_, batch_room_, this);
+}
+
+void UpstreamConnection::OnBatchedReceive(ssize_t result) {
+  // The end of input and errors are met again by ReadAvailable's own receive. The
+  // connection is busy: nothing ran since BeforeIoEvent.
+  if (result <= 0 || state_ != State::kBusy) return;
+  const size_t n = static_cast<size_t>(result);
+  response_bytes_ += n;
+  last_progress_ = loop_.now();
+  in_end_ += n;
+  deposited_ = n;
+  deposit_filled_ = n == batch_room_;
+}
+
 void UpstreamConnection::ReadAvailable() {
   const uint64_t generation = generation_;
+  // Bytes the loop's batch received are in the buffer already: the first round parses
+  // them instead of receiving. (Left unparsed here, the next Parse takes them.)
+  const bool deposit = std::exchange(deposited_, 0) > 0;
   for (int i = 0; i < kMaxReadsPerEvent; ++i) {
     if (generation != generation_ || state_ == State::kClosed) return;
     if (state_ == State::kBusy && paused_) return;
-    if (!EnsureReadRoom()) {
-      Fail(UpstreamErrorKind::kProtocol, 0, "response head larger than the read buffer");
-      return;
-    }
-    const size_t room = kReadBufferSize - in_end_;
-    const ssize_t n = ReceiveSome(in_.get() + in_end_, room);
-    if (n > 0) {
-      if (state_ != State::kBusy) {
-        Fail(UpstreamErrorKind::kProtocol, 0, "bytes from the server with no request");
+    bool more;  // the receive filled the room it had: more may wait
+    ssize_t n;
+    if (i == 0 && deposit) {
+      n = 1;
+      more = deposit_filled_;
+    } else {
+      if (!EnsureReadRoom()) {
+        Fail(UpstreamErrorKind::kProtocol, 0, "response head larger than the read buffer");
         return;
       }
-      response_bytes_ += static_cast<uint64_t>(n);
-      last_progress_ = loop_.now();
-      in_end_ += static_cast<size_t>(n);
+      const size_t room = kReadBufferSize - in_end_;
+      n = ReceiveSome(in_.get() + in_end_, room);
+      more = static_cast<size_t>(n) == room;
+      if (n > 0) {
+        if (state_ != State::kBusy) {
+          Fail(UpstreamErrorKind::kProtocol, 0, "bytes from the server with no request");
+          return;
+        }
+        response_bytes_ += static_cast<uint64_t>(n);
+        last_progress_ = loop_.now();
+        in_end_ += static_cast<size_t>(n);
+      }
+    }
+    if (n > 0) {
       Parse();
-      if (static_cast<size_t>(n) < room && (ssl_ == nullptr || SSL_pending(ssl_) == 0)) {
+      if (!more && (ssl_ == nullptr || SSL_pending(ssl_) == 0)) {
         return;  // drained; epoll says when more comes
       }
       continue;
@@ -666,7 +711,9 @@ void UpstreamConnection::UpdateInterest() {
   } else {
     // Idle: watch for the server closing. Busy: read unless the caller paused us.
     if (state_ == State::kIdle || !paused_ || tls_wants_read_) wanted |= EPOLLIN;
-    if (unsent_bytes() > 0 || tls_wants_write_) wanted |= EPOLLOUT;
+    // (Output waiting for the turn's end needs no readiness; a send that found the
+    // socket full does.)
+    if ((unsent_bytes() > 0 && !send_queued_) || tls_wants_write_) wanted |= EPOLLOUT;
   }
   // A paused connection with nothing to send leaves the epoll set: with no interest,
   // level-triggered epoll would still report a hang-up over and over.

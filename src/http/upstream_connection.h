@@ -145,7 +145,9 @@ struct UpstreamError {
   }
 };
 
-class UpstreamConnection final : public net::IoHandler {
+class UpstreamConnection final : public net::IoHandler,
+                                 private net::DeferredSender,
+                                 private net::IoBatch::Client {
  public:
   // What the connection tells the user of the current request. After a request's
   // OnResponseComplete (or OnUpstreamError) nothing more is said about it; an idle
@@ -230,6 +232,7 @@ class UpstreamConnection final : public net::IoHandler {
 
   // net::IoHandler
   void OnIoEvent(uint32_t events) override;
+  void BeforeIoEvent(uint32_t events, net::IoBatch& batch) override;
 
  private:
   friend class UpstreamPool;
@@ -307,6 +310,22 @@ class UpstreamConnection final : public net::IoHandler {
   // Output not yet written: out_[out_sent_, size).
   std::string out_;
   size_t out_sent_ = 0;
+  // Output of a connection that is up waits for the end of the turn
+  // (EventLoop::SendAtTurnEnd), to go out in one batch with the turn's other sends.
+  bool send_queued_ = false;
+  void QueueDeferredSend(net::IoBatch& batch) override;
+  void FinishDeferredSend() override;
+  void OnBatchedSend(ssize_t result) override;
+  // A receive run by the loop's batch (BeforeIoEvent): its bytes are in in_ and
+  // counted; ReadAvailable parses them first. `deposit_filled_`: they filled the room
+  // offered, so more may wait in the socket.
+  void OnBatchedReceive(ssize_t result) override;
+  size_t deposited_ = 0;
+  bool deposit_filled_ = false;
+  size_t batch_room_ = 0;
+  // A request body that drained below the low-water mark: tells the handler. False
+  // when that callback changed what the connection is doing.
+  bool NotifyBodyDrained();
 
   // Input: in_[in_parsed_, in_end_) is read and not yet parsed; while a head is being
   // read, in_[head_start_, ...) holds it.

@@ -4,6 +4,7 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
@@ -65,6 +66,27 @@ void EventLoop::Cancel(TimerId id) {
   timer_deadlines_.erase(it);
 }
 
+void EventLoop::SendAtTurnEnd(DeferredSender* sender) { send_soon_.push_back(sender); }
+
+void EventLoop::CancelSendAtTurnEnd(DeferredSender* sender) {
+  std::erase(send_soon_, sender);
+  std::replace(sending_.begin(), sending_.end(), sender, static_cast<DeferredSender*>(nullptr));
+}
+
+void EventLoop::RunDeferredSends() {
+  // A finish that produces more output (a response completing another request) asks
+  // again; a few rounds take that, and what still waits goes at the next turn's end.
+  for (int round = 0; round < 4 && !send_soon_.empty(); ++round) {
+    sending_.swap(send_soon_);
+    for (DeferredSender* sender : sending_) sender->QueueDeferredSend(batch_);
+    batch_.Run();
+    for (size_t i = 0; i < sending_.size(); ++i) {
+      if (sending_[i] != nullptr) sending_[i]->FinishDeferredSend();
+    }
+    sending_.clear();
+  }
+}
+
 void EventLoop::Post(std::function<void()> callback) {
   {
     std::lock_guard lock(posted_mutex_);
@@ -116,10 +138,19 @@ int EventLoop::PollTimeoutMs() const {
 void EventLoop::Run() {
   constexpr int kMaxEvents = 256;
   epoll_event events[kMaxEvents];
+  batch_.Open();  // on this thread, which submits
+  send_soon_.reserve(kMaxEvents);
+  sending_.reserve(kMaxEvents);
   while (!stopping_) {
     const int ready = epoll_wait(epoll_fd_, events, kMaxEvents, PollTimeoutMs());
     now_ = clock_.Now();
     if (ready < 0 && errno != EINTR) SLUICE_CHECK(false && "epoll_wait failed");
+    // The turn's receives first, all in one batch, then the events.
+    for (int i = 0; i < ready; ++i) {
+      auto* handler = static_cast<IoHandler*>(events[i].data.ptr);
+      if (handler != kWakeMarker) handler->BeforeIoEvent(events[i].events, batch_);
+    }
+    batch_.Run();
     bool wake = false;
     for (int i = 0; i < ready; ++i) {
       auto* handler = static_cast<IoHandler*>(events[i].data.ptr);
@@ -132,6 +163,7 @@ void EventLoop::Run() {
     if (wake) DrainPosted();
     RunDueTimers();
     for (const std::function<void()>& hook : turn_hooks_) hook();
+    RunDeferredSends();
   }
 }
 

@@ -16,6 +16,7 @@
 #include <mutex>
 #include <vector>
 
+#include "net/io_batch.h"
 #include "sluice/clock.h"
 
 namespace sluice::net {
@@ -26,8 +27,27 @@ class IoHandler {
   // `events` is a mask of EPOLLIN, EPOLLOUT, EPOLLERR, EPOLLHUP, EPOLLRDHUP.
   virtual void OnIoEvent(uint32_t events) = 0;
 
+  // Called for every ready descriptor of a turn before any OnIoEvent of that turn: a
+  // handler that will read may queue its receive in `batch`, which runs before the
+  // OnIoEvent calls (and then knows its result). Nothing else runs in between, so the
+  // buffer given stays put.
+  virtual void BeforeIoEvent(uint32_t events, IoBatch& batch) {}
+
  protected:
   ~IoHandler() = default;
+};
+
+// Output that waits for the end of the loop turn, so that what a turn produced for one
+// socket goes out in one send, and the sends of all sockets in one batch.
+class DeferredSender {
+ public:
+  // Queues the send of what is waiting (or nothing).
+  virtual void QueueDeferredSend(IoBatch& batch) = 0;
+  // After the batch ran (and told this sender its result): finishes the flush.
+  virtual void FinishDeferredSend() = 0;
+
+ protected:
+  ~DeferredSender() = default;
 };
 
 class EventLoop {
@@ -61,6 +81,16 @@ class EventLoop {
   void AddTurnHook(std::function<void()> hook) { turn_hooks_.push_back(std::move(hook)); }
   static constexpr Duration kTick = std::chrono::milliseconds(50);
 
+  // Has `sender` flushed at the end of this turn (after the turn hooks), once however
+  // often it is asked. REQUIRES: `sender` stays alive or calls CancelSendAtTurnEnd.
+  void SendAtTurnEnd(DeferredSender* sender);
+  void CancelSendAtTurnEnd(DeferredSender* sender);
+  // Flushes the senders waiting now (also done by the loop after the turn hooks).
+  void RunDeferredSends();
+
+  // The batch for this loop's socket calls.
+  IoBatch& batch() { return batch_; }
+
   // Runs until Stop(); returns after the turn in which Stop() was seen. A loop runs
   // once: after Stop() it does not start again.
   void Run();
@@ -86,6 +116,9 @@ class EventLoop {
   std::map<std::pair<int64_t, TimerId>, std::function<void()>> timers_;
   std::map<TimerId, int64_t> timer_deadlines_;
   std::vector<std::function<void()>> turn_hooks_;
+  IoBatch batch_;
+  std::vector<DeferredSender*> send_soon_;
+  std::vector<DeferredSender*> sending_;  // the round RunDeferredSends is flushing
 
   std::mutex posted_mutex_;
   std::vector<std::function<void()>> posted_;  // guarded by posted_mutex_

@@ -391,7 +391,7 @@ class Worker final : public http::RequestHandler,
 
   void OnTurnEnd() {
     const int64_t now = ToNanos(loop_.now());
-    timeouts_.RunDeferredFlushes();
+    loop_.RunDeferredSends();  // before the deadlines: output that went out is progress
     timeouts_.header.Expire(now);
     timeouts_.idle.Expire(now);
     DeleteClosed();

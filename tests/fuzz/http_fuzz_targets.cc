@@ -519,7 +519,7 @@ class Session {
     }
     loop_.AddTurnHook([this, &timeouts] {
       const int64_t now = ToNanos(loop_.now());
-      timeouts.RunDeferredFlushes();
+      loop_.RunDeferredSends();
       timeouts.header.Expire(now);
       timeouts.idle.Expire(now);
     });

@@ -110,7 +110,6 @@ upstreams:
     connection = std::make_unique<http::ServerConnection>(loop.loop(), fds[0], peer, *handler, ids,
                                                           limits, timeouts);
     connection->Start();
-    loop.loop().AddTurnHook([&timeouts] { timeouts.RunDeferredFlushes(); });
   });
 
   // A GET, and a POST with a body, each answered before the next goes.
