@@ -349,10 +349,10 @@ void ServerConnection::BeforeIoEvent(uint32_t events, net::IoBatch& batch) {
 }
 
 void ServerConnection::OnBatchedReceive(ssize_t result) {
-  // The end of input and errors are met again by ReadAvailable's own receive.
-  if (result <= 0 || closed_) return;
-  in_end_ += static_cast<size_t>(result);
-  deposited_ = static_cast<size_t>(result);
+  // Nothing there (a spurious wake-up): ReadAvailable's own receive finds that out.
+  if (closed_ || result == -EAGAIN || result == -EINTR) return;
+  if (result > 0) in_end_ += static_cast<size_t>(result);
+  batch_received_ = result;
 }
 
 ServerConnection::~ServerConnection() {
@@ -480,14 +480,18 @@ bool ServerConnection::EnsureReadRoom() {
 }
 
 void ServerConnection::ReadAvailable() {
-  // Bytes the loop's batch received are in the buffer already: the first round takes
-  // them instead of receiving. (Left unparsed here, Parse's next run takes them.)
-  size_t deposited = std::exchange(deposited_, 0);
+  // What the loop's batch received (its bytes in the buffer already) is the first
+  // round's, instead of a receive. (Bytes left unparsed here are Parse's next time.)
+  std::optional<ssize_t> batched = std::exchange(batch_received_, std::nullopt);
   for (int i = 0; i < kMaxReadsPerEvent && !closed_ && !close_after_write_; ++i) {
     if (out_.size() - out_sent_ > kMaxPendingOutput) return;
     ssize_t n;
-    if (deposited > 0) {
-      n = static_cast<ssize_t>(std::exchange(deposited, 0));
+    if (batched.has_value()) {
+      n = *std::exchange(batched, std::nullopt);
+      if (n < 0) {
+        errno = static_cast<int>(-n);
+        n = -1;
+      }
     } else {
       if (!EnsureReadRoom()) {
         if (phase_ == Phase::kHead) FailProtocol(431);
@@ -789,10 +793,10 @@ void ServerConnection::Respond(int status, std::string_view headers, std::string
   // client that never sends it is an idle one.
   if (phase_ == Phase::kBody) ArmDeadline(timeouts_.idle, limits_.idle_timeout);
   if (was_held && !nested()) {
-    // Answered from a timer: write it, then go on with any pipelined requests.
+    // Answered from a timer or the store: go on with any pipelined requests; the
+    // output goes at the end of the turn, in one batch with the turn's other sends.
     Parse();
-    if (!closed_) Flush();
-    if (!closed_) UpdateInterest();
+    if (!closed_) FlushSoon();
   }
 }
 
@@ -868,10 +872,10 @@ void ServerConnection::EndResponse() {
   out_ready_ = out_.size();
   if (phase_ == Phase::kBody) ArmDeadline(timeouts_.idle, limits_.idle_timeout);
   if (!nested()) {
-    // Go on with any pipelined requests (or the rest of the body), then write.
+    // Go on with any pipelined requests (or the rest of the body); the output goes at
+    // the end of the turn, in one batch with the turn's other sends.
     Parse();
-    if (!closed_) Flush();
-    if (!closed_) UpdateInterest();
+    if (!closed_) FlushSoon();
   }
 }
 

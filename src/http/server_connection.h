@@ -334,11 +334,12 @@ class ServerConnection final : public net::IoHandler,
   void FinishDeferredSend() override;
   bool flush_queued_ = false;
   // The loop's batch ran a receive or send for this connection (BeforeIoEvent,
-  // QueueDeferredSend). Bytes received are in in_ already; `deposited_` says how many,
-  // for ReadAvailable to parse them as if it had just received them.
+  // QueueDeferredSend). A receive's result waits in `batch_received_` for ReadAvailable
+  // to take as if it had just received it: bytes (in in_ already), the end of input
+  // (0) or an error (-errno).
   void OnBatchedReceive(ssize_t result) override;
   void OnBatchedSend(ssize_t result) override;
-  size_t deposited_ = 0;
+  std::optional<ssize_t> batch_received_;
 
   // Membership of one TimeoutList.
   friend class TimeoutList;

@@ -203,6 +203,7 @@ void UpstreamConnection::StartRequest(Handler& handler, const UpstreamRequest& r
   head_method_ = request.head_method;
   paused_ = false;
   response_bytes_ = 0;
+  batch_received_.reset();  // (one a pause left untaken: its bytes are in the buffer)
 
   http_parser_init(&parser_, HTTP_RESPONSE);
   parser_.data = this;
@@ -427,30 +428,37 @@ void UpstreamConnection::BeforeIoEvent(uint32_t events, net::IoBatch& batch) {
 }
 
 void UpstreamConnection::OnBatchedReceive(ssize_t result) {
-  // The end of input and errors are met again by ReadAvailable's own receive. The
-  // connection is busy: nothing ran since BeforeIoEvent.
-  if (result <= 0 || state_ != State::kBusy) return;
-  const size_t n = static_cast<size_t>(result);
-  response_bytes_ += n;
-  last_progress_ = loop_.now();
-  in_end_ += n;
-  deposited_ = n;
-  deposit_filled_ = n == batch_room_;
+  // Nothing there (a spurious wake-up): ReadAvailable's own receive finds that out.
+  // The connection is busy: nothing ran since BeforeIoEvent.
+  if (result == -EAGAIN || result == -EINTR || state_ != State::kBusy) return;
+  if (result > 0) {
+    const size_t n = static_cast<size_t>(result);
+    response_bytes_ += n;
+    last_progress_ = loop_.now();
+    in_end_ += n;
+    batch_filled_ = n == batch_room_;
+  }
+  batch_received_ = result;
 }
 
 void UpstreamConnection::ReadAvailable() {
   const uint64_t generation = generation_;
-  // Bytes the loop's batch received are in the buffer already: the first round parses
-  // them instead of receiving. (Left unparsed here, the next Parse takes them.)
-  const bool deposit = std::exchange(deposited_, 0) > 0;
+  // What the loop's batch received (its bytes in the buffer and counted already) is
+  // the first round's, instead of a receive. (Bytes left unparsed here are the next
+  // Parse's.)
+  std::optional<ssize_t> batched = std::exchange(batch_received_, std::nullopt);
   for (int i = 0; i < kMaxReadsPerEvent; ++i) {
     if (generation != generation_ || state_ == State::kClosed) return;
     if (state_ == State::kBusy && paused_) return;
     bool more;  // the receive filled the room it had: more may wait
     ssize_t n;
-    if (i == 0 && deposit) {
-      n = 1;
-      more = deposit_filled_;
+    if (batched.has_value()) {
+      n = *std::exchange(batched, std::nullopt);
+      more = n > 0 && batch_filled_;
+      if (n < 0) {
+        errno = static_cast<int>(-n);
+        n = -1;
+      }
     } else {
       if (!EnsureReadRoom()) {
         Fail(UpstreamErrorKind::kProtocol, 0, "response head larger than the read buffer");

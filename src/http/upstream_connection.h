@@ -316,12 +316,13 @@ class UpstreamConnection final : public net::IoHandler,
   void QueueDeferredSend(net::IoBatch& batch) override;
   void FinishDeferredSend() override;
   void OnBatchedSend(ssize_t result) override;
-  // A receive run by the loop's batch (BeforeIoEvent): its bytes are in in_ and
-  // counted; ReadAvailable parses them first. `deposit_filled_`: they filled the room
-  // offered, so more may wait in the socket.
+  // A receive run by the loop's batch (BeforeIoEvent): its result waits in
+  // `batch_received_` for ReadAvailable to take first, as if it had just received it:
+  // bytes (in in_ and counted already), the end of input (0) or an error (-errno).
+  // `batch_filled_`: the bytes filled the room offered, so more may wait in the socket.
   void OnBatchedReceive(ssize_t result) override;
-  size_t deposited_ = 0;
-  bool deposit_filled_ = false;
+  std::optional<ssize_t> batch_received_;
+  bool batch_filled_ = false;
   size_t batch_room_ = 0;
   // A request body that drained below the low-water mark: tells the handler. False
   // when that callback changed what the connection is doing.
