@@ -37,6 +37,8 @@ struct IoBatch::Ring {
     if (error == -EINVAL) error = io_uring_queue_init(kRingEntries, &ring->ring, 0);
     if (error < 0) return nullptr;
     ring->open = true;
+    // Each enter then skips looking the ring's descriptor up (5.18+; harmless without).
+    io_uring_register_ring_fd(&ring->ring);
     io_uring_probe* probe = io_uring_get_probe_ring(&ring->ring);
     const bool supported = probe != nullptr && io_uring_opcode_supported(probe, IORING_OP_RECV) &&
                            io_uring_opcode_supported(probe, IORING_OP_SEND);
@@ -46,7 +48,9 @@ struct IoBatch::Ring {
   }
 };
 
-IoBatch::IoBatch() { queued_.reserve(kRingEntries); }
+IoBatch::IoBatch(size_t min_calls_for_ring) : min_calls_for_ring_(min_calls_for_ring) {
+  queued_.reserve(kRingEntries);
+}
 
 IoBatch::~IoBatch() = default;
 
@@ -73,7 +77,7 @@ void IoBatch::Open() {
 void IoBatch::Run() {
   if (queued_.empty()) return;
   Open();
-  if (ring_ != nullptr) {
+  if (ring_ != nullptr && queued_.size() >= min_calls_for_ring_) {
     RunOnRing(0);
   } else {
     RunDirect(0);
