@@ -337,6 +337,13 @@ void ServerConnection::FinishDeferredSend() {
   flush_queued_ = false;
   if (closed_) return;
   Flush();
+  // Input that waited for output room (pipelined requests, bytes the batch received)
+  // goes on once the output has drained; what it answers goes at the next round.
+  if (!closed_ && !nested() && in_parsed_ < in_end_ &&
+      out_.size() - out_sent_ <= kMaxPendingOutput) {
+    Parse();
+    if (!closed_ && out_sent_ < out_ready_) FlushSoon();
+  }
   if (!closed_) UpdateInterest();
 }
 
@@ -345,6 +352,7 @@ void ServerConnection::BeforeIoEvent(uint32_t events, net::IoBatch& batch) {
   if (!(events & EPOLLIN) || (events & (EPOLLERR | EPOLLHUP)) || ssl_ != nullptr) return;
   if (closed_ || close_after_write_ || out_.size() - out_sent_ > kMaxPendingOutput) return;
   if (in_end_ == in_.size()) return;
+  batch_received_.reset();  // one a pause left untaken is stale now (its bytes stay)
   batch.QueueReceive(fd_, in_.data() + in_end_, in_.size() - in_end_, this);
 }
 

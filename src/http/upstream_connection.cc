@@ -423,6 +423,7 @@ void UpstreamConnection::BeforeIoEvent(uint32_t events, net::IoBatch& batch) {
   // What ReadAvailable would receive first, for a response being read.
   if (!(events & EPOLLIN) || (events & (EPOLLERR | EPOLLHUP)) || ssl_ != nullptr) return;
   if (state_ != State::kBusy || paused_ || in_end_ == kReadBufferSize) return;
+  batch_received_.reset();  // one a pause left untaken is stale now (its bytes stay)
   batch_room_ = kReadBufferSize - in_end_;
   batch.QueueReceive(fd_, in_.get() + in_end_, batch_room_, this);
 }
@@ -694,6 +695,7 @@ void UpstreamConnection::PauseReading() {
 void UpstreamConnection::ResumeReading() {
   if (!paused_) return;
   paused_ = false;
+  batch_received_.reset();  // its bytes are parsed below; the socket says the rest
   if (state_ != State::kBusy) return;
   // Time spent paused was the client's; the upstream's idle clock starts again.
   last_progress_ = loop_.now();
@@ -833,6 +835,7 @@ void UpstreamConnection::CloseSocket() {
   out_.clear();
   out_sent_ = 0;
   in_parsed_ = in_end_ = 0;
+  batch_received_.reset();
   send_blocked_ = false;
 }
 

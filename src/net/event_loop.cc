@@ -127,6 +127,8 @@ void EventLoop::RunDueTimers() {
 }
 
 int EventLoop::PollTimeoutMs() const {
+  // Output still waiting (RunDeferredSends stops after a few rounds): no sleeping.
+  if (!send_soon_.empty()) return 0;
   int64_t wait_ns = std::chrono::nanoseconds(kTick).count();
   if (!timers_.empty()) {
     wait_ns = std::min(wait_ns, timers_.begin()->first.first - ToNanos(clock_.Now()));

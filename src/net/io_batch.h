@@ -13,9 +13,10 @@
 // logic stays that of a plain non-blocking recv/send: each call is made with
 // MSG_DONTWAIT and reports EAGAIN instead of waiting.
 //
-// Without io_uring (an old kernel, a seccomp profile that forbids it, or
-// SLUICE_IO_URING=0 in the environment) Run() makes the same calls one by one, with
-// the same results.
+// Without io_uring (a kernel before 6.0, a seccomp profile that forbids it, or
+// SLUICE_IO_URING=0 in the environment), for a batch of fewer than
+// kMinCallsForRing calls, or on a thread other than the one that opened the ring,
+// Run() makes the same calls one by one, with the same results.
 //
 // Thread-safety: one loop thread; not shared.
 #ifndef SLUICE_NET_IO_BATCH_H_
@@ -24,7 +25,9 @@
 #include <sys/types.h>
 
 #include <cstddef>
+#include <cstdint>
 #include <memory>
+#include <thread>
 #include <vector>
 
 namespace sluice::net {
@@ -79,16 +82,19 @@ class IoBatch {
     size_t length;
     Client* client;
     ssize_t result;
+    bool done;  // result is set
   };
   struct Ring;
 
   void Queue(Op op, int fd, char* buffer, size_t length, Client* client);
-  void RunDirect(size_t from);
-  void RunOnRing(size_t from);
+  void RunDirect(size_t from, size_t to = SIZE_MAX);
+  void RunOnRing();
+  size_t ReapCompletions();  // of the ring's completions ready now; returns how many
 
   std::vector<Call> queued_;
-  const size_t min_calls_for_ring_;
-  std::unique_ptr<Ring> ring_;  // null until the first Run(), or when io_uring is out
+  size_t min_calls_for_ring_;
+  std::unique_ptr<Ring> ring_;  // null until Open(), or when io_uring is out
+  std::thread::id owner_;       // the thread that opened the ring
   bool ring_tried_ = false;
 };
 

@@ -12,7 +12,9 @@
 
 #include <cerrno>
 #include <cstdlib>
+#include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "net/event_loop.h"
@@ -140,7 +142,9 @@ TEST_P(IoBatchTest, NothingToReceiveIsEagainNotAWait) {
   char buffer[64];
   Recorder r;
   batch_.QueueReceive(p.b, buffer, sizeof(buffer), &r);
+  alarm(10);     // a receive that waited would hang the test: SIGALRM ends it instead
   batch_.Run();  // would hang here if the receive waited
+  alarm(0);
   EXPECT_EQ(r.received, -EAGAIN);
 }
 
@@ -194,12 +198,15 @@ TEST_P(IoBatchTest, EndOfInputIsZeroAndAResetPeerIsAnErrorWithoutSigpipe) {
 }
 
 TEST_P(IoBatchTest, ClientsAreToldInQueueOrderAndACallQueuedMeanwhileWaitsForTheNextRun) {
-  Pair p;
-  ASSERT_NO_FATAL_FAILURE(listener_.Connect(p));
+  Pair one;
+  Pair two;
+  ASSERT_NO_FATAL_FAILURE(listener_.Connect(one));
+  ASSERT_NO_FATAL_FAILURE(listener_.Connect(two));
   std::vector<ssize_t> order;
   const std::string bytes = "abc";
   char buffer[16];
 
+  // The first client, told of its send, queues a receive of what it sent.
   struct Requeuer : Recorder {
     IoBatch* batch = nullptr;
     int fd = -1;
@@ -217,21 +224,40 @@ TEST_P(IoBatchTest, ClientsAreToldInQueueOrderAndACallQueuedMeanwhileWaitsForThe
   first.order = &order;
   first.id = 1;
   first.batch = &batch_;
-  first.fd = p.b;
+  first.fd = one.b;
   first.buffer = buffer;
   first.next = &later;
   Recorder second;
   second.order = &order;
   second.id = 2;
-  batch_.QueueSend(p.a, bytes.data(), bytes.size(), &first);
-  batch_.QueueSend(p.a, bytes.data(), bytes.size(), &second);
+  batch_.QueueSend(one.a, bytes.data(), bytes.size(), &first);
+  batch_.QueueSend(two.a, bytes.data(), bytes.size(), &second);
   batch_.Run();
   EXPECT_EQ(order, (std::vector<ssize_t>{1, 2}));
   EXPECT_FALSE(batch_.empty());  // the receive queued by the first client
   batch_.Run();
   EXPECT_EQ(order, (std::vector<ssize_t>{1, 2, 9}));
-  EXPECT_EQ(later.received, 6);
-  EXPECT_EQ(std::string(buffer, 6), "abcabc");
+  EXPECT_EQ(later.received, 3);
+  EXPECT_EQ(std::string(buffer, 3), "abc");
+}
+
+// The ring takes submissions from the thread that opened it only: a batch run on
+// another thread makes its calls directly, with the same results.
+TEST_P(IoBatchTest, ABatchRunOnAnotherThreadStillWorks) {
+  std::vector<Pair> pairs(4);
+  for (Pair& p : pairs) ASSERT_NO_FATAL_FAILURE(listener_.Connect(p));
+  const std::string bytes = "hello";
+  std::vector<Recorder> senders(pairs.size());
+  std::thread other([&] {
+    for (size_t i = 0; i < pairs.size(); ++i) {
+      batch_.QueueSend(pairs[i].a, bytes.data(), bytes.size(), &senders[i]);
+    }
+    batch_.Run();
+  });
+  other.join();
+  for (const Recorder& r : senders) EXPECT_EQ(r.sent, 5);
+  char buffer[16];
+  for (const Pair& p : pairs) EXPECT_EQ(recv(p.b, buffer, sizeof(buffer), 0), 5);
 }
 
 INSTANTIATE_TEST_SUITE_P(Backends, IoBatchTest, testing::Values(true, false),
@@ -239,8 +265,9 @@ INSTANTIATE_TEST_SUITE_P(Backends, IoBatchTest, testing::Values(true, false),
                            return info.param ? "IoUring" : "Direct";
                          });
 
-// The loop's end-of-turn sends: each sender queues, the batch runs, each finishes;
-// one cancelled meanwhile is not called.
+// The loop's end-of-turn sends: each sender queues, the batch runs (through the ring
+// where there is one: three calls or more), each finishes; one cancelled before the
+// round, or destroyed by another's finish during it, is not called.
 TEST(EventLoopDeferredSendTest, SendersQueueThenFinishAndCancelledOnesAreSkipped) {
   SteadyClock clock;
   EventLoop loop(clock);
@@ -249,39 +276,61 @@ TEST(EventLoopDeferredSendTest, SendersQueueThenFinishAndCancelledOnesAreSkipped
   ASSERT_NO_FATAL_FAILURE(listener.Connect(p));
 
   struct Sender : DeferredSender, IoBatch::Client {
+    EventLoop* loop = nullptr;
     int fd = -1;
     std::string out;
     ssize_t result = -1000;
     int finished = 0;
+    std::unique_ptr<Sender>* destroys = nullptr;  // destroys another in its finish
+    int* finishes = nullptr;                      // counted outside, when set
     void QueueDeferredSend(IoBatch& batch) override {
       batch.QueueSend(fd, out.data(), out.size(), this);
     }
-    void FinishDeferredSend() override { ++finished; }
+    void FinishDeferredSend() override {
+      ++finished;
+      if (finishes != nullptr) ++*finishes;
+      if (destroys != nullptr) destroys->reset();
+    }
     void OnBatchedSend(ssize_t r) override { result = r; }
+    ~Sender() { loop->CancelSendAtTurnEnd(this); }
   };
-  Sender one;
-  one.fd = p.a;
-  one.out = "one ";
-  Sender two;
-  two.fd = p.a;
-  two.out = "two";
-  Sender cancelled;
-  cancelled.fd = p.a;
-  cancelled.out = "never";
-  loop.SendAtTurnEnd(&one);
-  loop.SendAtTurnEnd(&cancelled);
-  loop.SendAtTurnEnd(&two);
-  loop.CancelSendAtTurnEnd(&cancelled);
-  loop.RunDeferredSends();
-  EXPECT_EQ(one.result, 4);
-  EXPECT_EQ(two.result, 3);
-  EXPECT_EQ(one.finished, 1);
-  EXPECT_EQ(two.finished, 1);
-  EXPECT_EQ(cancelled.finished, 0);
-  EXPECT_EQ(cancelled.result, -1000);
-  char buffer[32];
-  const ssize_t n = recv(p.b, buffer, sizeof(buffer), 0);
-  EXPECT_EQ(std::string(buffer, static_cast<size_t>(std::max<ssize_t>(n, 0))), "one two");
+  auto make = [&](std::string out) {
+    auto s = std::make_unique<Sender>();
+    s->loop = &loop;
+    s->fd = p.a;
+    s->out = std::move(out);
+    return s;
+  };
+  std::unique_ptr<Sender> one = make("one ");
+  std::unique_ptr<Sender> cancelled = make("never ");
+  std::unique_ptr<Sender> two = make("two ");
+  std::unique_ptr<Sender> destroyed = make("three");
+  int destroyed_finished = 0;
+  one->destroys = &destroyed;
+  destroyed->finishes = &destroyed_finished;
+  loop.SendAtTurnEnd(one.get());
+  loop.SendAtTurnEnd(cancelled.get());
+  loop.SendAtTurnEnd(two.get());
+  loop.SendAtTurnEnd(destroyed.get());
+  loop.CancelSendAtTurnEnd(cancelled.get());
+  loop.RunDeferredSends();  // one's finish destroys `destroyed` before its own finish
+  EXPECT_EQ(destroyed, nullptr);
+  EXPECT_EQ(destroyed_finished, 0);
+  EXPECT_EQ(one->result, 4);
+  EXPECT_EQ(two->result, 4);
+  EXPECT_EQ(one->finished, 1);
+  EXPECT_EQ(two->finished, 1);
+  EXPECT_EQ(cancelled->finished, 0);
+  EXPECT_EQ(cancelled->result, -1000);
+  // Its send was made (in the batch, before the finishes); only its finish is skipped.
+  char buffer[64];
+  std::string got;
+  for (int i = 0; i < 100 && got.size() < 13; ++i) {
+    const ssize_t n = recv(p.b, buffer, sizeof(buffer), MSG_DONTWAIT);
+    if (n > 0) got.append(buffer, static_cast<size_t>(n));
+    if (n <= 0) usleep(1000);
+  }
+  EXPECT_EQ(got, "one two three");
 }
 
 }  // namespace
