@@ -341,8 +341,10 @@ void ServerConnection::FinishDeferredSend() {
   // goes on once the output has drained; what it answers goes at the next round.
   if (!closed_ && !nested() && in_parsed_ < in_end_ &&
       out_.size() - out_sent_ <= kMaxPendingOutput) {
+    const size_t ready_before = out_ready_;
     Parse();
-    if (!closed_ && out_sent_ < out_ready_) FlushSoon();
+    // Only for output the parse added: output the socket refused waits for EPOLLOUT.
+    if (!closed_ && out_ready_ != ready_before) FlushSoon();
   }
   if (!closed_) UpdateInterest();
 }
