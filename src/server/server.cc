@@ -187,7 +187,12 @@ class Worker final : public http::RequestHandler,
       // instead of queueing them for a process that will not accept them.
       loop_.Remove(acceptor_.fd());
       acceptor_.Close();
-      for (http::ServerConnection* c = connections_; c != nullptr; c = c->owner_next) c->Drain();
+      // The next one is taken first: Drain closes an idle connection, which unlinks it
+      // (and clears its owner_next), and the walk would end there.
+      for (http::ServerConnection *c = connections_, *next; c != nullptr; c = next) {
+        next = c->owner_next;
+        c->Drain();
+      }
     });
   }
 

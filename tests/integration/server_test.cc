@@ -1566,6 +1566,26 @@ TEST(ServerTest, SigtermAnswersHeldRequestThenExitsZero) {
   EXPECT_TRUE(exit->exited && exit->code == 0) << exit->ToString() << "\n" << sluice.Stderr();
 }
 
+// Found by the ring_io suites (a timing change let a connection arrive just before the
+// drain): the drain walked the worker's connections newest first and stopped at the
+// first idle one it closed, so an older connection holding a request was never told
+// to drain, was answered keep-alive and kept the process up for the whole grace time.
+TEST(ServerTest, SigtermDrainsAHeldConnectionOlderThanAnIdleOne) {
+  START_SLUICE(sluice, Config(kOneASecondDelayRule));
+  HttpClient held(sluice.port());
+  HoldOneRequest(sluice, held, "a");
+  HttpClient idle(sluice.port());  // newer: first in the worker's list
+  EXPECT_EQ(idle.Get("/", {{"X-K", "idle"}}).status, 200);
+  ASSERT_TRUE(sluice.Signal(SIGTERM));
+  ExpectClosed(idle, Millis(1000));
+  const HttpResponse answer = held.ReadResponse(Millis(3000));
+  EXPECT_EQ(answer.status, 200) << answer.Describe();
+  EXPECT_EQ(answer.Header("Connection"), "close") << "the held connection was not drained";
+  const std::optional<ExitStatus> exit = sluice.WaitExit(Millis(3000));
+  ASSERT_TRUE(exit) << "still running after its last request was answered";
+  EXPECT_TRUE(exit->exited && exit->code == 0) << exit->ToString() << "\n" << sluice.Stderr();
+}
+
 // docs/operations.md: sluice_request_duration_seconds "excludes time held by delay".
 // (Found by this suite: a held request was observed from its arrival, so one request
 // held ~500 ms put ~0.5 s into the histogram.)
