@@ -2,6 +2,7 @@
 
 #include <liburing.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -61,6 +62,13 @@ IoBatch::IoBatch(size_t min_calls_for_ring) : min_calls_for_ring_(min_calls_for_
 IoBatch::~IoBatch() = default;
 
 bool IoBatch::uses_io_uring() const { return ring_ != nullptr; }
+
+void IoBatch::BreakRingForTesting() {
+  if (ring_ == nullptr) return;
+  io_uring_unregister_ring_fd(&ring_->ring);
+  close(ring_->ring.ring_fd);  // the next enter fails with EBADF
+  ring_->ring.ring_fd = -1;
+}
 
 void IoBatch::QueueReceive(int fd, char* buffer, size_t length, Client* client) {
   Queue(Op::kReceive, fd, buffer, length, client);

@@ -73,6 +73,10 @@ class IoBatch {
   // Whether the calls go through io_uring (known after Open() or the first Run()).
   bool uses_io_uring() const;
 
+  // For tests: makes the ring's next submission fail, as a broken ring would (the
+  // batch then goes direct for good).
+  void BreakRingForTesting();
+
  private:
   enum class Op : unsigned char { kReceive, kSend };
   struct Call {

@@ -260,6 +260,32 @@ TEST_P(IoBatchTest, ABatchRunOnAnotherThreadStillWorks) {
   for (const Pair& p : pairs) EXPECT_EQ(recv(p.b, buffer, sizeof(buffer), 0), 5);
 }
 
+// A ring that fails (the kernel refuses the submission) costs nothing but the ring:
+// the calls it did not take are made directly, once, and later batches go direct.
+TEST_P(IoBatchTest, ARingThatFailsFallsBackToDirectCallsWithoutLosingOrRepeatingAny) {
+  if (!GetParam()) GTEST_SKIP() << "the ring's failure is the io_uring variant's";
+  std::vector<Pair> pairs(3);
+  for (Pair& p : pairs) ASSERT_NO_FATAL_FAILURE(listener_.Connect(p));
+  batch_.BreakRingForTesting();
+  const std::string bytes = "once";
+  std::vector<Recorder> senders(pairs.size());
+  for (size_t i = 0; i < pairs.size(); ++i) {
+    batch_.QueueSend(pairs[i].a, bytes.data(), bytes.size(), &senders[i]);
+  }
+  batch_.Run();
+  EXPECT_FALSE(batch_.uses_io_uring());
+  for (const Recorder& r : senders) EXPECT_EQ(r.sent, 4);
+  char buffer[16];
+  for (const Pair& p : pairs) {
+    EXPECT_EQ(recv(p.b, buffer, sizeof(buffer), 0), 4);  // sent once, not twice
+  }
+  // And the next batch works, directly.
+  Recorder again;
+  batch_.QueueSend(pairs[0].a, bytes.data(), bytes.size(), &again);
+  batch_.Run();
+  EXPECT_EQ(again.sent, 4);
+}
+
 INSTANTIATE_TEST_SUITE_P(Backends, IoBatchTest, testing::Values(true, false),
                          [](const testing::TestParamInfo<bool>& info) {
                            return info.param ? "IoUring" : "Direct";
