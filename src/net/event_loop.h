@@ -1,6 +1,6 @@
-// One worker's event loop: epoll readiness, one-shot timers, and a queue of work
-// posted from other threads. Modelled on Redis's ae: small, single-threaded, no
-// allocation per event.
+// One worker's event loop: epoll readiness, one-shot timers, a queue of work posted
+// from other threads, and the turn's socket calls run as one batch (io_batch.h).
+// Modelled on Redis's ae: small, single-threaded, no allocation per event.
 //
 // Each loop turn reads the clock once (`now()`), so everything handled in one turn
 // sees the same time, as the algorithms expect.
@@ -81,15 +81,13 @@ class EventLoop {
   void AddTurnHook(std::function<void()> hook) { turn_hooks_.push_back(std::move(hook)); }
   static constexpr Duration kTick = std::chrono::milliseconds(50);
 
-  // Has `sender` flushed at the end of this turn (after the turn hooks), once however
-  // often it is asked. REQUIRES: `sender` stays alive or calls CancelSendAtTurnEnd.
+  // Has `sender` flushed at the end of this turn (after the turn hooks). A sender asks
+  // once a turn (it keeps its own flag: a second ask would flush it twice).
+  // REQUIRES: `sender` stays alive or calls CancelSendAtTurnEnd.
   void SendAtTurnEnd(DeferredSender* sender);
   void CancelSendAtTurnEnd(DeferredSender* sender);
   // Flushes the senders waiting now (also done by the loop after the turn hooks).
   void RunDeferredSends();
-
-  // The batch for this loop's socket calls.
-  IoBatch& batch() { return batch_; }
 
   // Runs until Stop(); returns after the turn in which Stop() was seen. A loop runs
   // once: after Stop() it does not start again.
