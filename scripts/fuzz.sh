@@ -12,7 +12,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 SECONDS_EACH=${1:-60}
 OUT=build-fuzz
-ALL_TARGETS="AlgorithmsOneInput DurationOneInput HttpConnectionOneInput CanonicalPathOneInput
+ALL_TARGETS="AlgorithmsOneInput DurationOneInput HttpConnectionOneInput CanonicalPathOneInput HeadParserOneInput
              ConfigOneInput AddressOneInput"
 TARGETS=${FUZZ_TARGETS:-$ALL_TARGETS}
 mkdir -p "$OUT/obj"
@@ -34,6 +34,7 @@ SOURCES=(src/core/algorithms.cc src/core/clock.cc src/core/limiter.cc src/core/u
          src/sim/simulate.cc src/store/memory_store.cc src/store/key_hash.cc
          src/store/redis_scripts.cc
          src/net/address.cc src/net/event_loop.cc src/net/io_batch.cc src/net/tls.cc src/http/server_connection.cc
+         src/http/head_parser.cc
          src/metrics/metrics.cc src/config/config.cc src/gate/gate.cc
          tests/fuzz/fuzz_targets.cc tests/fuzz/http_fuzz_targets.cc
          tests/fuzz/config_fuzz_targets.cc tests/fuzz/address_fuzz_targets.cc)
@@ -70,6 +71,7 @@ options_for() {
     ConfigOneInput) echo "-max_len=16384 -dict=tests/fuzz/config.dict" ;;
     AddressOneInput) echo "-max_len=1024" ;;
     CanonicalPathOneInput) echo "-max_len=512" ;;
+    HeadParserOneInput) echo "-max_len=2048 -dict=tests/fuzz/http.dict" ;;
   esac
 }
 seeds_for() {

@@ -13,6 +13,7 @@
 
 #include "core/check.h"
 #include "http/ascii.h"
+#include "http/head_parser.h"
 #include "net/tls.h"
 
 namespace sluice::http {
@@ -550,6 +551,16 @@ void ServerConnection::Parse() {
       if (close_after_write_) return;
     }
     if (phase_ == Phase::kBody && body_paused_) return;
+    if (phase_ == Phase::kBody && body_framed_here_) {
+      // Checked before the end of input: a body that is complete (or empty) ends the
+      // message with no more bytes to read.
+      if (framed_body_left_ > 0 &&
+          (in_parsed_ == in_end_ || out_.size() - out_sent_ > kMaxPendingOutput)) {
+        return;
+      }
+      ParseFramedBody();
+      continue;
+    }
     if (in_parsed_ == in_end_) return;
     if (out_.size() - out_sent_ > kMaxPendingOutput) return;
     if (phase_ == Phase::kIdle) {
@@ -559,6 +570,7 @@ void ServerConnection::Parse() {
       // A new connection's head deadline runs from the accept; a keep-alive one's from
       // the first byte of its next request.
       if (timeout_list_ != &timeouts_.header) ArmDeadline(timeouts_.header, limits_.header_timeout);
+      if (TakeSimpleHead()) continue;
     }
     const size_t n =
         http_parser_execute(&parser_, &kSettings, in_.data() + in_parsed_, in_end_ - in_parsed_);
@@ -567,7 +579,14 @@ void ServerConnection::Parse() {
     if (error == HPE_PAUSED) {
       http_parser_pause(&parser_, 0);
       if (phase_ == Phase::kHead) {
-        Dispatch();  // head complete
+        // Head complete.
+        Dispatch({.method = static_cast<int>(parser_.method),
+                  .version_major = parser_.http_major,
+                  .version_minor = parser_.http_minor,
+                  .keep_alive = http_should_keep_alive(&parser_) != 0,
+                  .content_length = (parser_.flags & F_CONTENTLENGTH) != 0
+                                        ? std::optional<uint64_t>(parser_.content_length)
+                                        : std::nullopt});
       } else if (phase_ == Phase::kBody) {
         DeliverBodyEvent();
       }
@@ -597,6 +616,49 @@ void ServerConnection::Parse() {
   }
 }
 
+bool ServerConnection::TakeSimpleHead() {
+  SimpleHead head;
+  if (!ParseSimpleHead(MessageKind::kRequest, in_.data(), head_start_, in_end_,
+                       limits_.max_header_bytes, header_spans_, head)) {
+    return false;  // libhttp-parser reads it, from its first byte
+  }
+  in_parsed_ = head_start_ + head.length;
+  url_ = head.target;
+  body_framed_here_ = true;
+  framed_body_left_ = head.content_length.value_or(0);
+  // libhttp-parser's http_should_keep_alive, for a request.
+  const bool keep_alive =
+      head.version_minor >= 1 ? !head.connection_close : head.connection_keep_alive;
+  Dispatch({.method = head.method,
+            .version_major = 1,
+            .version_minor = head.version_minor,
+            .keep_alive = keep_alive,
+            .content_length = head.content_length});
+  return true;
+}
+
+// What OnBody and OnMessageComplete do for a body libhttp-parser frames.
+void ServerConnection::ParseFramedBody() {
+  if (framed_body_left_ == 0) {
+    body_framed_here_ = false;
+    message_complete_ = true;
+    DeliverBodyEvent();
+    return;
+  }
+  const size_t take =
+      static_cast<size_t>(std::min<uint64_t>(framed_body_left_, in_end_ - in_parsed_));
+  const char* piece = in_.data() + in_parsed_;
+  in_parsed_ += take;
+  framed_body_left_ -= take;
+  body_bytes_ += take;  // within max_body_bytes: Dispatch checked the Content-Length
+  in_keep_ = in_parsed_;
+  if (stream_ != nullptr && !answered_) {
+    body_piece_ = piece;
+    body_piece_length_ = take;
+    DeliverBodyEvent();
+  }
+}
+
 void ServerConnection::DeliverBodyEvent() {
   in_keep_ = in_parsed_;  // body bytes are not kept once parsed
   if (body_piece_ != nullptr) {
@@ -620,6 +682,7 @@ void ServerConnection::NextMessage() {
   stream_ = nullptr;
   body_paused_ = false;
   message_complete_ = false;
+  body_framed_here_ = false;
   response_started_ = false;
   drain_wanted_ = false;
   header_spans_.Clear();
@@ -703,13 +766,13 @@ int ServerConnection::OnMessageComplete(http_parser* parser) {
   return 0;
 }
 
-void ServerConnection::Dispatch() {
+void ServerConnection::Dispatch(const HeadFacts& facts) {
   phase_ = Phase::kBody;
   ArmDeadline(timeouts_.idle, limits_.idle_timeout);  // a slow body is an idle client
   const char* base = in_.data();
   Request request;
-  request.method = http_method_str(static_cast<http_method>(parser_.method));
-  request.head_method = parser_.method == HTTP_HEAD;
+  request.method = http_method_str(static_cast<http_method>(facts.method));
+  request.head_method = facts.method == HTTP_HEAD;
   head_method_ = request.head_method;
   request.target = {base + url_.offset, url_.length};
   const size_t question = request.target.find('?');
@@ -747,16 +810,16 @@ void ServerConnection::Dispatch() {
       expect = header_views_[i].value;
     }
   }
-  if (host_count > 1 || (host_count == 0 && parser_.http_major == 1 && parser_.http_minor >= 1)) {
+  if (host_count > 1 || (host_count == 0 && facts.version_major == 1 && facts.version_minor >= 1)) {
     FailProtocol(400);
     return;
   }
   request.host = HostWithoutPort(AbsoluteFormAuthority(request.target).value_or(host_header));
-  request.version_minor = parser_.http_minor;
-  version_1_0_ = parser_.http_major == 1 && parser_.http_minor == 0;
+  request.version_minor = facts.version_minor;
+  version_1_0_ = facts.version_major == 1 && facts.version_minor == 0;
 
   request.peer = &peer_;
-  keep_alive_ = http_should_keep_alive(&parser_) != 0;
+  keep_alive_ = facts.keep_alive;
 
   if (id && IsUsableRequestId(*id)) {
     request_id_length_ = id->size();
@@ -768,7 +831,7 @@ void ServerConnection::Dispatch() {
   request.request_id = {request_id_storage_, request_id_length_};
 
   // A declared body over the limit is refused before any of it is read.
-  if ((parser_.flags & F_CONTENTLENGTH) && parser_.content_length > limits_.max_body_bytes) {
+  if (facts.content_length && *facts.content_length > limits_.max_body_bytes) {
     FailProtocol(413);
     return;
   }

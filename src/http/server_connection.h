@@ -248,7 +248,20 @@ class ServerConnection final : public net::IoHandler,
   void ReadTlsPendingLater();
   // Runs the parser over buffered input until it needs more, or a request is held.
   void Parse();
-  void Dispatch();
+  // What Dispatch needs of a head beyond its fields, from libhttp-parser or from the
+  // fast path (head_parser.h).
+  struct HeadFacts {
+    int method = 0;  // an http_method
+    int version_major = 1;
+    int version_minor = 1;
+    bool keep_alive = true;
+    std::optional<uint64_t> content_length;
+  };
+  // The fast path: a complete, simple head at head_start_ is read without
+  // libhttp-parser, dispatched, and its body (Content-Length or none) framed here.
+  bool TakeSimpleHead();
+  void ParseFramedBody();
+  void Dispatch(const HeadFacts& facts);
   // What a body piece, or the message's end, that the parser stopped at means.
   void DeliverBodyEvent();
   void NextMessage();
@@ -287,6 +300,10 @@ class ServerConnection final : public net::IoHandler,
   bool head_too_large_ = false;
   bool body_too_large_ = false;
   uint64_t body_bytes_ = 0;
+  // The fast path read this request's head, so its body is framed here, not by the
+  // parser: `framed_body_left_` bytes of it are still to come.
+  bool body_framed_here_ = false;
+  uint64_t framed_body_left_ = 0;
   std::array<Header, 100> header_views_;
   char request_id_storage_[128];
   std::string normalized_path_;

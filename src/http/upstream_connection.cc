@@ -17,6 +17,7 @@
 
 #include "core/check.h"
 #include "http/ascii.h"
+#include "http/head_parser.h"
 
 namespace sluice::http {
 namespace {
@@ -210,6 +211,7 @@ void UpstreamConnection::StartRequest(Handler& handler, const UpstreamRequest& r
   event_ = ParseEvent::kNone;
   in_head_ = true;
   head_start_ = in_parsed_;
+  body_framed_here_ = false;
   response_body_ = {};
   response_content_length_.reset();
   response_keep_alive_ = false;
@@ -513,7 +515,30 @@ void UpstreamConnection::OnEndOfInput() {
 
 void UpstreamConnection::Parse() {
   const uint64_t generation = generation_;
-  while (state_ == State::kBusy && !paused_ && in_parsed_ < in_end_) {
+  while (state_ == State::kBusy && !paused_) {
+    if (body_framed_here_) {
+      // Checked before the end of input: a complete (or empty) body ends the response
+      // with no more bytes to read.
+      if (framed_body_left_ == 0) {
+        body_framed_here_ = false;
+        CompleteResponse();
+        return;
+      }
+      if (in_parsed_ == in_end_) break;
+      const size_t take =
+          static_cast<size_t>(std::min<uint64_t>(framed_body_left_, in_end_ - in_parsed_));
+      const char* piece = in_.get() + in_parsed_;
+      in_parsed_ += take;
+      framed_body_left_ -= take;
+      handler_->OnResponseBody(*this, {piece, take});
+      if (generation != generation_) return;
+      continue;
+    }
+    if (in_parsed_ == in_end_) break;
+    if (in_head_ && in_parsed_ == head_start_ && TakeSimpleHead()) {
+      if (generation != generation_) return;
+      continue;
+    }
     event_ = ParseEvent::kNone;
     const size_t n =
         http_parser_execute(&parser_, &kSettings, in_.get() + in_parsed_, in_end_ - in_parsed_);
@@ -527,7 +552,7 @@ void UpstreamConnection::Parse() {
             // A 1xx: its message completes next, without a body; nothing to deliver.
             continue;
           }
-          DeliverHead();
+          DeliverHead(static_cast<int>(parser_.status_code), parser_.http_minor);
           break;
         case ParseEvent::kBody:
           handler_->OnResponseBody(*this, {body_at_, body_length_});
@@ -652,13 +677,35 @@ int UpstreamConnection::OnMessageComplete(http_parser* parser) {
   return 0;
 }
 
-void UpstreamConnection::DeliverHead() {
+// The fast path (head_parser.h): a complete, simple response head at head_start_, read
+// without libhttp-parser; its body (Content-Length) is framed in Parse.
+bool UpstreamConnection::TakeSimpleHead() {
+  SimpleHead head;
+  if (!ParseSimpleHead(MessageKind::kResponse, in_.get(), head_start_, in_end_, SIZE_MAX,
+                       header_spans_, head)) {
+    return false;  // libhttp-parser reads it, from its first byte
+  }
+  in_parsed_ = head_start_ + head.length;
+  status_ = head.reason;
+  interim_ = false;
+  response_content_length_ = head.content_length;
+  // As OnHeadersComplete decides for a 2xx-5xx (not 204 or 304) with a Content-Length.
+  response_body_ = {};
+  if (!head_method_) response_body_ = {BodyKind::kContentLength, *head.content_length};
+  response_keep_alive_ = head.version_minor >= 1 && !head.connection_close;
+  body_framed_here_ = true;
+  framed_body_left_ = head_method_ ? 0 : *head.content_length;
+  DeliverHead(head.status, head.version_minor);
+  return true;
+}
+
+void UpstreamConnection::DeliverHead(int status, int version_minor) {
   in_head_ = false;
   const char* base = in_.get();
   header_spans_.Views(base, header_views_.data());
   ResponseHead head;
-  head.status = static_cast<int>(parser_.status_code);
-  head.version_minor = parser_.http_minor;
+  head.status = status;
+  head.version_minor = version_minor;
   head.reason = {base + status_.offset, status_.length};
   head.headers = {header_views_.data(), header_spans_.size()};
   head.body = response_body_;
@@ -673,6 +720,7 @@ void UpstreamConnection::CompleteResponse() {
                         !output_failed_ && in_parsed_ == in_end_;
   request_active_ = false;
   paused_ = false;
+  body_framed_here_ = false;
   ++generation_;
   in_parsed_ = in_end_ = 0;
   // The deadline timer stays armed: an idle connection has no deadline, so it lapses when

@@ -258,7 +258,8 @@ class UpstreamConnection final : public net::IoHandler,
   // Runs the parser over buffered input, delivering what it finds, until it needs more
   // input, reading is paused, or the response ends.
   void Parse();
-  void DeliverHead();
+  bool TakeSimpleHead();
+  void DeliverHead(int status, int version_minor);
   void CompleteResponse();
   void OnEndOfInput();
   bool EnsureReadRoom();
@@ -349,6 +350,10 @@ class UpstreamConnection final : public net::IoHandler,
   BodyFraming response_body_;
   std::optional<uint64_t> response_content_length_;
   bool response_keep_alive_ = false;
+  // The fast path read this response's head, so its body is framed in Parse, not by
+  // the parser: `framed_body_left_` bytes of it are still to come.
+  bool body_framed_here_ = false;
+  uint64_t framed_body_left_ = 0;
 
   // Deadlines: one loop timer at a time, at or before the earliest deadline that applies;
   // it re-arms itself when progress moved the deadline on, and stays armed across

@@ -43,6 +43,12 @@ int ConfigOneInput(const uint8_t* data, size_t size);
 // the right is the client; nothing is believed left of the first untrusted hop).
 int AddressOneInput(const uint8_t* data, size_t size);
 
+// Any bytes as a request or response head (byte 0 says which, and the size limit): when
+// http::ParseSimpleHead takes a head, libhttp-parser reads the same bytes as the same
+// head (a differential test of the fast path against the slow one), and no shorter
+// prefix is taken; when it does not, it leaves no header fields behind.
+int HeadParserOneInput(const uint8_t* data, size_t size);
+
 struct Target {
   std::string_view name;
   int (*run)(const uint8_t* data, size_t size);
@@ -55,6 +61,7 @@ inline constexpr Target kTargets[] = {
     {"CanonicalPathOneInput", &CanonicalPathOneInput},
     {"ConfigOneInput", &ConfigOneInput},
     {"AddressOneInput", &AddressOneInput},
+    {"HeadParserOneInput", &HeadParserOneInput},
 };
 
 }  // namespace sluice::fuzz

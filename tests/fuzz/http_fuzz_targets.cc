@@ -14,6 +14,8 @@
 
 #include "fuzz/fuzz_targets.h"
 #include "fuzz/fuzz_util.h"
+#include "http/head_parser.h"
+#include "http/head_parser_reference.h"
 #include "http/server_connection.h"
 #include "net/address.h"
 #include "net/event_loop.h"
@@ -650,6 +652,40 @@ int CanonicalPathOneInput(const uint8_t* data, size_t size) {
     const std::string_view segment = std::string_view(once).substr(slash + 1, end - slash - 1);
     Require(segment != "." && segment != "..", "no dot segment");
   }
+  return 0;
+}
+
+int HeadParserOneInput(const uint8_t* data, size_t size) {
+  if (size == 0) return 0;
+  const http::MessageKind kind =
+      (data[0] & 1) != 0 ? http::MessageKind::kResponse : http::MessageKind::kRequest;
+  static constexpr size_t kMaxLengths[4] = {64, 256, 1024, SIZE_MAX};
+  const size_t max_length = kMaxLengths[(data[0] >> 1) & 3];
+  const std::string text(reinterpret_cast<const char*>(data) + 1, size - 1);
+  // A few bytes in front, so offsets into the buffer are not offsets into the head.
+  const std::string buffer = "xyz" + text;
+  http::HeaderSpans<8> spans;
+  http::SimpleHead head;
+  if (!http::ParseSimpleHead(kind, buffer.data(), 3, buffer.size(), max_length, spans, head)) {
+    Require(spans.size() == 0, "a head left to the slow path leaves no fields");
+    return 0;
+  }
+  Require(head.length <= text.size() && head.length <= max_length, "the head is in the input");
+  const std::string difference =
+      http::testing::DifferenceFromHttpParser(kind, buffer.data(), 3, head, spans);
+  if (!difference.empty()) {
+    std::fprintf(stderr, "HeadParserOneInput: %s in:\n", difference.c_str());
+    for (const char c : text.substr(0, head.length)) {
+      std::fprintf(stderr, c >= 0x20 && c < 0x7f ? "%c" : "\\x%02x", static_cast<uint8_t>(c));
+    }
+    std::fprintf(stderr, "\n");
+    std::abort();
+  }
+  http::HeaderSpans<8> shorter_spans;
+  http::SimpleHead shorter;
+  Require(!http::ParseSimpleHead(kind, buffer.data(), 3, 3 + head.length - 1, max_length,
+                                 shorter_spans, shorter),
+          "a head is not taken before its blank line");
   return 0;
 }
 

@@ -192,6 +192,41 @@ Bytes GenerateHttp(Rng& rng) {
   return ToBytes(input + payload + controls);
 }
 
+// One response head as upstreams write them, often damaged.
+std::string HttpResponseHead(Rng& rng) {
+  static const char* const kStatusLines[] = {"HTTP/1.1 200 OK",       "HTTP/1.1 404 Not Found",
+                                             "HTTP/1.0 200 OK",       "HTTP/1.1 204 No Content",
+                                             "HTTP/1.1 100 Continue", "HTTP/1.1 503 Busy Now",
+                                             "HTTP/1.1 200 ",         "HTTP/1.1 599 x"};
+  static const char* const kFields[] = {"Server: nginx/1.22.1",
+                                        "Date: Sun, 22 Nov 2026 10:00:00 GMT",
+                                        "Content-Type: text/plain",
+                                        "Content-Length: 2",
+                                        "Content-Length: 0",
+                                        "content-length:  12345 ",
+                                        "Connection: keep-alive",
+                                        "Connection: close",
+                                        "Connection: Upgrade",
+                                        "Transfer-Encoding: chunked",
+                                        "X-Empty:",
+                                        "X-Tab:\tv\tw",
+                                        "Set-Cookie: a=b; Path=/"};
+  const std::string eol = OneIn(rng, 10) ? "\n" : "\r\n";
+  std::string r = std::string(Pick(rng, kStatusLines)) + eol;
+  const int fields = static_cast<int>(rng() % 6);
+  for (int i = 0; i < fields; ++i) r += std::string(Pick(rng, kFields)) + eol;
+  return r + eol + "ok";
+}
+
+// Byte 0 picks request or response (bit 0) and the size limit; then one head, damaged
+// half of the time.
+Bytes GenerateHead(Rng& rng) {
+  const uint8_t control = static_cast<uint8_t>(rng());
+  std::string text = (control & 1) != 0 ? HttpResponseHead(rng) : HttpRequest(rng);
+  if (OneIn(rng, 2)) Damage(rng, text, 1 + static_cast<int>(rng() % 3));
+  return ToBytes(std::string(1, static_cast<char>(control)) + text);
+}
+
 Bytes GeneratePath(Rng& rng) {
   static const std::string_view kAlphabet = "//..%%2eE46153aAfF?:x~-_";
   std::string path = OneIn(rng, 5) ? "" : "/";
@@ -383,6 +418,7 @@ constexpr Generator kGenerators[] = {
     {"AlgorithmsOneInput", &GenerateAlgorithms, 1}, {"DurationOneInput", &GenerateDuration, 1},
     {"HttpConnectionOneInput", &GenerateHttp, 5},   {"CanonicalPathOneInput", &GeneratePath, 1},
     {"ConfigOneInput", &GenerateConfig, 10},        {"AddressOneInput", &GenerateAddress, 1},
+    {"HeadParserOneInput", &GenerateHead, 1},
 };
 
 Bytes ReadFile(const std::filesystem::path& path) {
