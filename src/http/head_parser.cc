@@ -3,6 +3,9 @@
 #include <http_parser.h>
 
 #include <array>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 #include <cstring>
 #include <string_view>
 
@@ -60,8 +63,44 @@ int ScanVersion(const char* p, const char* end) {
   return p[7] - '0';
 }
 
+// Whether `text` starts with `lower` (lower-case letters and '-') in any case. Setting
+// bit 5 lowers a letter and leaves '-' as it is; no other byte of a token or a value
+// becomes a lower-case letter or '-' that way but the letter's own upper case.
+bool StartsWithLower(std::string_view text, std::string_view lower) {
+  if (text.size() < lower.size()) return false;
+  for (size_t i = 0; i < lower.size(); ++i) {
+    if ((text[i] | 0x20) != lower[i]) return false;
+  }
+  return true;
+}
+
 bool AtLineEnd(const char* p, const char* end) {
   return end - p >= 2 && p[0] == '\r' && p[1] == '\n';
+}
+
+// The first byte at or after p that is not a field value's (VCHAR, SP, HTAB), or end.
+// Values are most of a head's bytes; SSE2 (part of x86-64) checks 16 at a time.
+const char* SkipValueBytes(const char* p, const char* end) {
+#if defined(__SSE2__)
+  const __m128i space = _mm_set1_epi8(0x20);
+  const __m128i del = _mm_set1_epi8(0x7f);
+  while (end - p >= 16) {
+    const __m128i bytes = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+    // Below 0x20 as signed bytes: the controls, and obs-text (0x80 and above). HTAB is
+    // one of them but a value byte: it is stepped over.
+    const __m128i stops = _mm_or_si128(_mm_cmplt_epi8(bytes, space), _mm_cmpeq_epi8(bytes, del));
+    const int mask = _mm_movemask_epi8(stops);
+    if (mask != 0) {
+      p += __builtin_ctz(static_cast<unsigned>(mask));
+      if (*p != '\t') return p;
+      ++p;
+      continue;
+    }
+    p += 16;
+  }
+#endif
+  while (p < end && Is(*p, kValue)) ++p;
+  return p;
 }
 
 }  // namespace
@@ -128,12 +167,10 @@ HeaderLine ScanHeaderLine(const char* base, size_t begin, size_t end) {
   ++p;
   while (p < stop && (*p == ' ' || *p == '\t')) ++p;
   const char* const value = p;
-  const char* value_end = p;
-  for (; p < stop && Is(*p, kValue); ++p) {
-    if (*p != ' ' && *p != '\t') value_end = p + 1;
-  }
+  p = SkipValueBytes(p, stop);
   // White space at the value's end is left to the slow path (which keeps it).
-  if (value_end != p || !AtLineEnd(p, stop)) return line;
+  if (!AtLineEnd(p, stop) || (p > value && (p[-1] == ' ' || p[-1] == '\t'))) return line;
+  const char* const value_end = p;
   line.value = {static_cast<size_t>(value - base), static_cast<size_t>(value_end - value)};
   line.next = static_cast<size_t>(p + 2 - base);
   line.kind = HeaderLine::Kind::kField;
@@ -144,33 +181,34 @@ bool NoteFramingField(const char* base, const HeaderLine& line, SimpleHead& head
                       bool& seen_connection) {
   const std::string_view name(base + line.name.offset, line.name.length);
   const std::string_view value(base + line.value.offset, line.value.length);
-  const char first = AsciiLower(name.front());
-  if (first != 'c' && first != 't' && first != 'u' && first != 'p') return true;
   // Names are compared as prefixes: libhttp-parser 2.9.4 takes any name that starts
   // with "Transfer-Encoding" for one ("Transfer-Encodingx: chunked" sets its
   // uses_transfer_encoding), so such a name goes to the slow path, as do the other
   // framing names with anything after them.
-  const auto starts_with = [name](std::string_view known) {
-    return name.size() >= known.size() && EqualsIgnoreCase(name.substr(0, known.size()), known);
-  };
-  if (starts_with("transfer-encoding") || starts_with("upgrade") ||
-      starts_with("proxy-connection")) {
-    return false;
+  switch (name.front() | 0x20) {
+    case 't':
+      return !StartsWithLower(name, "transfer-encoding");
+    case 'u':
+      return !StartsWithLower(name, "upgrade");
+    case 'p':
+      return !StartsWithLower(name, "proxy-connection");
+    default:
+      break;
   }
-  if (starts_with("connection")) {
+  if (StartsWithLower(name, "connection")) {
     if (name.size() != 10 || seen_connection) return false;
     seen_connection = true;
-    if (EqualsIgnoreCase(value, "close")) {
+    if (value.size() == 5 && StartsWithLower(value, "close")) {
       head.connection_close = true;
       return true;
     }
-    if (EqualsIgnoreCase(value, "keep-alive")) {
+    if (value.size() == 10 && StartsWithLower(value, "keep-alive")) {
       head.connection_keep_alive = true;
       return true;
     }
     return false;
   }
-  if (starts_with("content-length")) {
+  if (StartsWithLower(name, "content-length")) {
     // 1 to 18 digits: no sign, no list, no overflow.
     if (name.size() != 14 || head.content_length || value.empty() || value.size() > 18) {
       return false;

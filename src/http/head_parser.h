@@ -62,6 +62,13 @@ size_t ScanStartLine(MessageKind kind, const char* base, size_t begin, size_t en
 // Reads the header line (or the blank line) at base[begin, end).
 HeaderLine ScanHeaderLine(const char* base, size_t begin, size_t end);
 
+// Whether a field name starting with `first` may be one that frames the message: only
+// those go to NoteFramingField.
+inline bool MayFrame(char first) {
+  first = static_cast<char>(first | 0x20);  // lower case, for letters
+  return first == 'c' || first == 't' || first == 'u' || first == 'p';
+}
+
 // Applies a field to `head` if it is one that frames the message (Content-Length,
 // Connection). False when the field asks for the slow path (Transfer-Encoding, Upgrade,
 // Proxy-Connection, an odd or repeated Content-Length or Connection).
@@ -89,7 +96,8 @@ bool ParseSimpleHead(MessageKind kind, const char* base, size_t begin, size_t en
       return true;
     }
     if (line.kind != HeaderLine::Kind::kField ||
-        !NoteFramingField(base, line, head, seen_connection) ||
+        (MayFrame(base[line.name.offset]) &&
+         !NoteFramingField(base, line, head, seen_connection)) ||
         !spans.AddName(line.name.offset, line.name.length)) {
       break;
     }

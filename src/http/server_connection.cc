@@ -221,6 +221,18 @@ namespace {
 
 ServerConnection* Self(http_parser* parser) { return static_cast<ServerConnection*>(parser->data); }
 
+// A name without white space and a value without a line break (see Dispatch).
+bool IsCleanField(std::string_view name, std::string_view value) {
+  if (name.empty()) return false;
+  for (const char c : name) {
+    if (c == ' ' || c == '\t') return false;
+  }
+  for (const char c : value) {
+    if (c == '\r' || c == '\n') return false;
+  }
+  return true;
+}
+
 }  // namespace
 
 std::optional<std::string_view> Request::FindHeader(std::string_view name) const {
@@ -633,7 +645,8 @@ bool ServerConnection::TakeSimpleHead() {
             .version_major = 1,
             .version_minor = head.version_minor,
             .keep_alive = keep_alive,
-            .content_length = head.content_length});
+            .content_length = head.content_length,
+            .fields_strict = true});
   return true;
 }
 
@@ -796,8 +809,7 @@ void ServerConnection::Dispatch(const HeadFacts& facts) {
   std::optional<std::string_view> expect;
   for (size_t i = 0; i < header_spans_.size(); ++i) {
     const std::string_view name = header_views_[i].name;
-    if (name.empty() || name.find_first_of(" \t") != std::string_view::npos ||
-        header_views_[i].value.find_first_of("\r\n") != std::string_view::npos) {
+    if (!facts.fields_strict && !IsCleanField(name, header_views_[i].value)) {
       FailProtocol(400);
       return;
     }

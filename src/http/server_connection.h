@@ -256,6 +256,9 @@ class ServerConnection final : public net::IoHandler,
     int version_minor = 1;
     bool keep_alive = true;
     std::optional<uint64_t> content_length;
+    // The fast path took only token names and values without CR or LF: Dispatch's
+    // checks for what libhttp-parser lets through would find nothing.
+    bool fields_strict = false;
   };
   // The fast path: a complete, simple head at head_start_ is read without
   // libhttp-parser, dispatched, and its body (Content-Length or none) framed here.

@@ -748,7 +748,8 @@ void UpstreamConnection::ResumeReading() {
   // Time spent paused was the client's; the upstream's idle clock starts again.
   last_progress_ = loop_.now();
   const uint64_t generation = generation_;
-  if (in_parsed_ < in_end_) Parse();
+  // A body framed here may be complete with no byte left to parse: Parse ends it.
+  if (in_parsed_ < in_end_ || body_framed_here_) Parse();
   // TLS: plaintext the session decrypted before the pause is invisible to epoll.
   if (generation == generation_ && state_ == State::kBusy && !paused_ && ssl_ != nullptr &&
       SSL_pending(ssl_) > 0) {

@@ -21,6 +21,17 @@ UpstreamPool::ServerKey UpstreamPool::KeyOf(const net::Endpoint& server) {
   return ServerKey{server.address.bytes(), server.port};
 }
 
+std::vector<UpstreamConnection*>& UpstreamPool::IdleOf(const net::Endpoint& server) {
+  // A worker mostly talks to the same server again (one per group, or a few): the last
+  // list found is kept. Entries of idle_ are never erased, so the pointer stays valid.
+  const ServerKey key = KeyOf(server);
+  if (last_idle_ == nullptr || !(key == last_key_)) {
+    last_idle_ = &idle_[key];
+    last_key_ = key;
+  }
+  return *last_idle_;
+}
+
 UpstreamPool::UpstreamPool(net::EventLoop& loop, const Options& options)
     : loop_(loop), options_(options) {}
 
@@ -28,16 +39,17 @@ UpstreamPool::~UpstreamPool() {
   if (free_timer_ != net::EventLoop::kNoTimer) loop_.Cancel(free_timer_);
   if (purge_timer_ != net::EventLoop::kNoTimer) loop_.Cancel(purge_timer_);
   idle_.clear();
+  last_idle_ = nullptr;
   connections_.clear();  // each closes its socket and cancels its timers
   closed_.clear();
 }
 
 UpstreamConnection& UpstreamPool::Acquire(const net::Endpoint& server,
                                           UpstreamConnection::Handler& handler) {
-  const auto it = idle_.find(KeyOf(server));
-  while (it != idle_.end() && !it->second.empty()) {
-    UpstreamConnection* connection = it->second.back();
-    it->second.pop_back();
+  std::vector<UpstreamConnection*>& idle = IdleOf(server);
+  while (!idle.empty()) {
+    UpstreamConnection* connection = idle.back();
+    idle.pop_back();
     if (!connection->idle()) {
       // It failed earlier in this loop turn (the server closed it) and its report,
       // which drops it from this list, has not run yet: drop it now.
@@ -66,7 +78,7 @@ void UpstreamPool::Release(UpstreamConnection& connection) {
     Free(&connection);
     return;
   }
-  std::vector<UpstreamConnection*>& idle = idle_[KeyOf(connection.server())];
+  std::vector<UpstreamConnection*>& idle = IdleOf(connection.server());
   SLUICE_CHECK(std::find(idle.begin(), idle.end(), &connection) == idle.end());
   if (idle.size() >= 4 * options_.max_idle_per_server) {  // the hard cap
     UpstreamConnection* oldest = idle.front();

@@ -83,6 +83,8 @@ class UpstreamPool final : private UpstreamConnection::Handler {
     size_t operator()(const ServerKey& key) const;
   };
   static ServerKey KeyOf(const net::Endpoint& server);
+  // The idle list of `server` (made empty on first use).
+  std::vector<UpstreamConnection*>& IdleOf(const net::Endpoint& server);
 
   // Closes `connection` and frees it once the current loop turn's callbacks are done.
   void Free(UpstreamConnection* connection);
@@ -103,6 +105,8 @@ class UpstreamPool final : private UpstreamConnection::Handler {
   std::vector<std::unique_ptr<UpstreamConnection>> connections_;
   // Per server, its idle connections, least recently released first.
   std::unordered_map<ServerKey, std::vector<UpstreamConnection*>, ServerKeyHash> idle_;
+  ServerKey last_key_{};
+  std::vector<UpstreamConnection*>* last_idle_ = nullptr;
   // Closed connections waiting to be freed by free_timer_.
   std::vector<std::unique_ptr<UpstreamConnection>> closed_;
   net::EventLoop::TimerId free_timer_ = net::EventLoop::kNoTimer;

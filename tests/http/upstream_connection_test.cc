@@ -812,6 +812,29 @@ TEST_F(UpstreamConnectionTest, PausedReadingIsNotAnIdleTimeout) {
   EXPECT_EQ(ex.body_bytes, 1000000u);
 }
 
+// A small body arrives with its head, in one piece: the client pauses at that piece,
+// which is the body's end, and the response completes when it resumes, with no byte
+// left to parse (the fast head path frames the body itself; libhttp-parser kept its
+// last byte pending).
+TEST_F(UpstreamConnectionTest, PauseAtTheLastBodyByteCompletesOnResume) {
+  MakePool();
+  Exchange& ex = NewExchange();
+  net::EventLoop& loop = loop_.loop();
+  auto pauses = std::make_shared<int>(0);
+  ex.body_hook = [pauses, &loop](UpstreamConnection& c, std::string_view) {
+    ++*pauses;
+    c.PauseReading();
+    UpstreamConnection* connection = &c;
+    loop.RunAt(loop.now() + 20ms, [connection] { connection->ResumeReading(); });
+  };
+  loop_.Call([&] { Start(ex, {GetHead("/bytes/1000")}); });
+  ASSERT_TRUE(WaitDone(ex, 5s));
+  ASSERT_TRUE(ex.complete) << ex.Describe();
+  EXPECT_EQ(ex.body.size(), 1000u);
+  loop_.Call([&] { EXPECT_GE(*pauses, 1); });
+  EXPECT_EQ(ex.state_after, UpstreamConnection::State::kIdle);
+}
+
 // --- The pool and idle connections ---------------------------------------------------------
 
 TEST_F(UpstreamConnectionTest, IdleConnectionClosedByTheServerIsNotReused) {
