@@ -214,7 +214,7 @@ void Evaluator::Evaluate(const Policy& policy, const http::Request& request, Tim
   }
 
   char ip_text[net::IpAddress::kMaxTextLength];
-  size_t ip_length = 0;
+  std::string_view ip;  // the client's address as text, made when a rule needs it
   for (const CompiledRule& compiled : policy.rules()) {
     const config::Rule& rule = *compiled.rule;
     if (!RuleMatches(rule, request)) continue;
@@ -228,8 +228,14 @@ void Evaluator::Evaluate(const Policy& policy, const http::Request& request, Tim
       std::optional<std::string_view> value;
       switch (part.kind) {
         case KeyPartKind::kIp:
-          if (ip_length == 0) ip_length = out.client_ip.Format(ip_text);
-          value = std::string_view(ip_text, ip_length);
+          if (ip.empty()) {
+            // The connection's text of its peer when that is the client (no trusted
+            // proxy in between): made once per connection, not per request.
+            ip = !request.peer_text.empty() && out.client_ip == *request.peer
+                     ? request.peer_text
+                     : std::string_view(ip_text, out.client_ip.Format(ip_text));
+          }
+          value = ip;
           break;
         case KeyPartKind::kHeader:
           value = request.FindHeader(part.name);

@@ -3,6 +3,10 @@
 #include <array>
 #include <cstring>
 
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
 #include "core/check.h"
 #include "http/ascii.h"
 
@@ -200,12 +204,26 @@ void AppendDecimal(std::string& out, uint64_t value) {
   while (n > 0) out.push_back(digits[--n]);
 }
 
-// Appends `value` with any CR or LF (an obs-fold) written as a space, RFC 9112 5.2.
-// Copies a value with any CR or LF as a space (a field must not end early, nor smuggle
-// a line into the head it is copied into). One pass: values are short, and most heads
-// have none, but a byte loop is cheaper here than looking first (two memchr calls).
+// Copies a value with any CR or LF (an obs-fold, RFC 9112 5.2) written as a space: a
+// field must not end early, nor smuggle a line into the head it is copied into. One
+// pass, 16 bytes at a time: most heads have no line break in a value, but looking for
+// one first (two memchr calls) costs more than replacing while copying.
 char* CopyValue(char* p, std::string_view value) {
-  for (const char c : value) *p++ = c == '\r' || c == '\n' ? ' ' : c;
+  const char* s = value.data();
+  size_t n = value.size();
+#if defined(__SSE2__)
+  const __m128i cr = _mm_set1_epi8('\r');
+  const __m128i lf = _mm_set1_epi8('\n');
+  const __m128i space = _mm_set1_epi8(' ');
+  for (; n >= 16; n -= 16, s += 16, p += 16) {
+    const __m128i bytes = _mm_loadu_si128(reinterpret_cast<const __m128i*>(s));
+    const __m128i breaks = _mm_or_si128(_mm_cmpeq_epi8(bytes, cr), _mm_cmpeq_epi8(bytes, lf));
+    const __m128i copied =
+        _mm_or_si128(_mm_andnot_si128(breaks, bytes), _mm_and_si128(breaks, space));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(p), copied);
+  }
+#endif
+  for (; n > 0; --n, ++s) *p++ = *s == '\r' || *s == '\n' ? ' ' : *s;
   return p;
 }
 
@@ -460,8 +478,12 @@ void AppendUpstreamRequestHead(const Request& request, const BodyFraming& body,
       Append(out, ", ");
     }
   }
-  char address[net::IpAddress::kMaxTextLength];
-  Append(out, {address, request.peer->Format(address)});
+  if (!request.peer_text.empty()) {
+    Append(out, request.peer_text);
+  } else {
+    char address[net::IpAddress::kMaxTextLength];
+    Append(out, {address, request.peer->Format(address)});
+  }
   Append(out,
          options.https ? "\r\nX-Forwarded-Proto: https\r\n" : "\r\nX-Forwarded-Proto: http\r\n");
   if (!client_host.empty()) AppendField(out, "X-Forwarded-Host", client_host);

@@ -11,6 +11,10 @@
 #include <ctime>
 #include <utility>
 
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
 #include "core/check.h"
 #include "http/ascii.h"
 #include "http/head_parser.h"
@@ -233,6 +237,27 @@ bool IsCleanField(std::string_view name, std::string_view value) {
   return true;
 }
 
+// 16 lowercase hex digits of `value`, most significant first. Every generated request
+// id takes two; SSE2 does the 16 digits at once where a table lookup each costs more.
+void WriteHex64(uint64_t value, char* out) {
+#if defined(__SSE2__)
+  // Bytes most significant first, each split into its two nibbles, high one first.
+  const __m128i bytes = _mm_cvtsi64_si128(static_cast<int64_t>(__builtin_bswap64(value)));
+  const __m128i low_nibble = _mm_set1_epi8(0x0f);
+  const __m128i high = _mm_and_si128(_mm_srli_epi16(bytes, 4), low_nibble);
+  const __m128i low = _mm_and_si128(bytes, low_nibble);
+  const __m128i nibbles = _mm_unpacklo_epi8(high, low);
+  // '0' + n, and 'a' - '0' - 10 more for n above 9.
+  const __m128i letters =
+      _mm_and_si128(_mm_cmpgt_epi8(nibbles, _mm_set1_epi8(9)), _mm_set1_epi8('a' - '0' - 10));
+  const __m128i digits = _mm_add_epi8(_mm_add_epi8(nibbles, _mm_set1_epi8('0')), letters);
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(out), digits);
+#else
+  static constexpr char kHex[] = "0123456789abcdef";
+  for (int i = 0; i < 16; ++i) out[i] = kHex[(value >> (60 - 4 * i)) & 0xf];
+#endif
+}
+
 }  // namespace
 
 std::optional<std::string_view> Request::FindHeader(std::string_view name) const {
@@ -243,13 +268,10 @@ std::optional<std::string_view> Request::FindHeader(std::string_view name) const
 }
 
 void RequestIdSource::Generate(char* out) {
-  static constexpr char kHex[] = "0123456789abcdef";
   // seed (per worker, random) then a counter: unique within a process, and across
   // processes with high probability.
-  const uint64_t parts[2] = {seed_, ++counter_};
-  for (int p = 0; p < 2; ++p) {
-    for (int i = 0; i < 16; ++i) out[p * 16 + i] = kHex[(parts[p] >> (60 - 4 * i)) & 0xf];
-  }
+  WriteHex64(seed_, out);
+  WriteHex64(++counter_, out + 16);
 }
 
 // --- TimeoutList ----------------------------------------------------------------------
@@ -325,6 +347,7 @@ ServerConnection::ServerConnection(net::EventLoop& loop, int fd, const net::IpAd
       ids_(ids),
       limits_(limits),
       timeouts_(timeouts) {
+  peer_text_length_ = static_cast<uint8_t>(peer_.Format(peer_text_));
   http_parser_init(&parser_, HTTP_REQUEST);
   parser_.data = this;
   in_.resize(kInitialReadBuffer);
@@ -831,6 +854,7 @@ void ServerConnection::Dispatch(const HeadFacts& facts) {
   version_1_0_ = facts.version_major == 1 && facts.version_minor == 0;
 
   request.peer = &peer_;
+  request.peer_text = std::string_view(peer_text_, peer_text_length_);
   keep_alive_ = facts.keep_alive;
 
   if (id && IsUsableRequestId(*id)) {

@@ -50,6 +50,8 @@ struct Request {
   std::span<const Header> headers;
   std::string_view request_id;  // from X-Request-Id when usable, generated otherwise
   const net::IpAddress* peer = nullptr;
+  // `peer` as text (IpAddress::Format), when the connection has it at hand; else empty.
+  std::string_view peer_text;
   bool head_method = false;  // HEAD: answer without a body
 
   // The first header with this name (ASCII case-insensitive).
@@ -285,6 +287,10 @@ class ServerConnection final : public net::IoHandler,
   bool tls_write_wants_read_ = false;  // a write waits for input (TLS 1.3 post-handshake)
   net::EventLoop::TimerId tls_pending_timer_ = net::EventLoop::kNoTimer;
   net::IpAddress peer_;
+  // peer_ as text, made once: every request puts it in X-Forwarded-For and most key a
+  // rule on it.
+  char peer_text_[net::IpAddress::kMaxTextLength];
+  uint8_t peer_text_length_ = 0;
   RequestHandler& handler_;
   RequestIdSource& ids_;
   const ProtocolLimits& limits_;

@@ -12,6 +12,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <cstdio>
 #include <memory>
 #include <optional>
 #include <string>
@@ -476,6 +477,29 @@ TEST(ClientResponseHeadTest, MalformedUpstreamFieldsAreCleanedAsRfc9112Asks) {
             "\r\n");
 }
 
+TEST(ClientResponseHeadTest, LineBreaksInLongValuesBecomeSpacesAtEveryPosition) {
+  // Values are copied 16 bytes at a time with a byte loop for the rest: a CR or LF at
+  // any position of a block or of the tail is replaced, and nothing else changes.
+  for (size_t length : {15u, 16u, 17u, 31u, 32u, 33u, 47u}) {
+    for (size_t at = 0; at < length; ++at) {
+      for (char line_break : {'\r', '\n'}) {
+        std::string value;
+        for (size_t i = 0; i < length; ++i) value += static_cast<char>('a' + i % 26);
+        value[0] = 'v';  // not white space: TrimOws keeps the ends
+        value[length - 1] = 'w';
+        std::string expected = value;
+        if (at > 0 && at + 1 < length) {
+          value[at] = line_break;
+          expected[at] = ' ';
+        }
+        const std::string head = ClientHead({{"X-Long", value}}, {BodyKind::kContentLength, 0}, {});
+        EXPECT_EQ(head, "HTTP/1.1 200 OK\r\nX-Long: " + expected + "\r\nContent-Length: 0\r\n\r\n")
+            << length << " " << at;
+      }
+    }
+  }
+}
+
 TEST(ClientResponseHeadTest, ManyConnectionOptionsAreStillHonoured) {
   // Past kMaxConnectionOptions the fields are scanned instead of the gathered tokens.
   std::vector<std::string> names;
@@ -908,4 +932,21 @@ TEST(ProxyHeadersAllocationTest, NothingIsAllocatedOnceTheBufferHasGrown) {
 }
 
 }  // namespace
+TEST(RequestIdSourceTest, TheSeedThenTheCounterAsLowercaseHex) {
+  for (const uint64_t seed :
+       {uint64_t{0}, uint64_t{0x0123456789abcdef}, uint64_t{0xfedcba9876543210}, ~uint64_t{0},
+        uint64_t{0x8000000000000001}}) {
+    RequestIdSource ids(seed);
+    char seed_hex[17];
+    std::snprintf(seed_hex, sizeof(seed_hex), "%016llx", static_cast<unsigned long long>(seed));
+    for (unsigned long long counter = 1; counter <= 300; ++counter) {
+      char id[RequestIdSource::kLength];
+      ids.Generate(id);
+      char counter_hex[17];
+      std::snprintf(counter_hex, sizeof(counter_hex), "%016llx", counter);
+      EXPECT_EQ(std::string_view(id, sizeof(id)), std::string(seed_hex) + counter_hex);
+    }
+  }
+}
+
 }  // namespace sluice::http
