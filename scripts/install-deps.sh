@@ -6,7 +6,7 @@ set -euo pipefail
 packages=(
   g++ cmake ninja-build ccache pkg-config make
   libgtest-dev libgmock-dev libbenchmark-dev
-  libfmt-dev libcli11-dev libxxhash-dev libhttp-parser-dev libyaml-cpp-dev
+  libfmt-dev libcli11-dev libxxhash-dev libhttp-parser-dev libyaml-cpp-dev libsimdjson-dev
   libhiredis-dev redis-server libssl-dev openssl curl liburing-dev
 )
 

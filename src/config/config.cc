@@ -889,58 +889,26 @@ bool Loader::LoadKey(const Item& item, std::vector<KeyPart>& key) {
   const std::optional<std::vector<Item>> parts = List(item);
   if (!parts) return false;
   const size_t errors_before = errors_.size();
-  struct Named {
-    std::string_view name;
-    KeyPartKind kind;
-  };
-  static constexpr Named kPlain[] = {{"ip", KeyPartKind::kIp},
-                                     {"authorization", KeyPartKind::kAuthorization},
-                                     {"path", KeyPartKind::kPath},
-                                     {"method", KeyPartKind::kMethod},
-                                     {"host", KeyPartKind::kHost}};
-  constexpr std::string_view kHeader = "header:";
-  constexpr std::string_view kQuery = "query:";
   for (const Item& element : *parts) {
     const std::optional<std::string> text = String(element);
     if (!text) continue;
-    std::optional<KeyPart> part;
-    for (const Named& named : kPlain) {
-      if (*text == named.name) part = KeyPart{named.kind, ""};
-    }
-    if (!part && text->starts_with(kHeader)) {
-      const std::string_view name = std::string_view(*text).substr(kHeader.size());
-      if (!IsToken(name)) {
-        Error(element, fmt::format("expected header:NAME with an HTTP header name such as "
-                                   "header:x-api-key, got {}",
-                                   Describe(element.node)));
-        continue;
-      }
-      part = KeyPart{KeyPartKind::kHeader, Lower(name)};
-    }
-    if (!part && text->starts_with(kQuery)) {
-      const std::string_view name = std::string_view(*text).substr(kQuery.size());
-      if (name.empty() || name.find_first_of("&=# \t") != std::string_view::npos) {
-        Error(element, fmt::format("expected query:NAME with a query parameter name such as "
-                                   "query:api_key, got {}",
-                                   Describe(element.node)));
-        continue;
-      }
-      part = KeyPart{KeyPartKind::kQuery, std::string(name)};
-    }
-    if (!part) {
-      Error(element, fmt::format("unknown key part {}; expected ip, authorization, path, "
-                                 "method, host, header:NAME or query:NAME",
-                                 Describe(element.node)));
+    std::string error;
+    const std::optional<KeyPartText> parsed =
+        ParseKeyPartText(*text, Describe(element.node), &error);
+    if (!parsed) {
+      Error(element, error);
       continue;
     }
+    KeyPart part{parsed->kind, parsed->kind == KeyPartKind::kHeader ? Lower(parsed->name)
+                                                                    : std::string(parsed->name)};
     const bool twice = std::any_of(key.begin(), key.end(), [&](const KeyPart& p) {
-      return p.kind == part->kind && p.name == part->name;
+      return p.kind == part.kind && p.name == part.name;
     });
     if (twice) {
       Error(element, fmt::format("duplicate key part {}", Describe(element.node)));
       continue;
     }
-    key.push_back(std::move(*part));
+    key.push_back(std::move(part));
   }
   return errors_.size() == errors_before;
 }
@@ -1201,6 +1169,45 @@ std::optional<YAML::Mark> SecondDocument(const std::string& text) {
 std::string ConfigError::ToString() const {
   if (line == 0) return fmt::format("{}: {}", file, message);
   return fmt::format("{}:{}:{}: {}", file, line, column, message);
+}
+
+std::optional<KeyPartText> ParseKeyPartText(std::string_view text, std::string_view shown,
+                                            std::string* error) {
+  struct Named {
+    std::string_view name;
+    KeyPartKind kind;
+  };
+  static constexpr Named kPlain[] = {{"ip", KeyPartKind::kIp},
+                                     {"authorization", KeyPartKind::kAuthorization},
+                                     {"path", KeyPartKind::kPath},
+                                     {"method", KeyPartKind::kMethod},
+                                     {"host", KeyPartKind::kHost}};
+  constexpr std::string_view kHeader = "header:";
+  constexpr std::string_view kQuery = "query:";
+  for (const Named& named : kPlain) {
+    if (text == named.name) return KeyPartText{named.kind, {}};
+  }
+  if (text.starts_with(kHeader)) {
+    const std::string_view name = text.substr(kHeader.size());
+    if (IsToken(name)) return KeyPartText{KeyPartKind::kHeader, name};
+    *error = fmt::format(
+        "expected header:NAME with an HTTP header name such as header:x-api-key, got {}", shown);
+    return std::nullopt;
+  }
+  if (text.starts_with(kQuery)) {
+    const std::string_view name = text.substr(kQuery.size());
+    if (!name.empty() && name.find_first_of("&=# \t") == std::string_view::npos) {
+      return KeyPartText{KeyPartKind::kQuery, name};
+    }
+    *error = fmt::format(
+        "expected query:NAME with a query parameter name such as query:api_key, got {}", shown);
+    return std::nullopt;
+  }
+  *error = fmt::format(
+      "unknown key part {}; expected ip, authorization, path, method, host, header:NAME or "
+      "query:NAME",
+      shown);
+  return std::nullopt;
 }
 
 LoadResult LoadConfigText(std::string_view text, std::string_view source) {

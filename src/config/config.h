@@ -48,6 +48,17 @@ struct KeyPart {
   std::string name;
 };
 
+// A key part as written: "ip", "authorization", "path", "method", "host",
+// "header:NAME" (an HTTP field name) or "query:NAME". `name` views `text` (a header
+// name not lower-cased). nullopt, with the reason in `error`, for anything else; the
+// message shows the text as `shown` (quoted, or as the config wrote it).
+struct KeyPartText {
+  KeyPartKind kind = KeyPartKind::kIp;
+  std::string_view name;
+};
+std::optional<KeyPartText> ParseKeyPartText(std::string_view text, std::string_view shown,
+                                            std::string* error);
+
 enum class Action { kReject, kDelay, kShadow };
 enum class OnMissingKey { kSkip, kReject, kAnonymous };
 

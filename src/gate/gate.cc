@@ -23,20 +23,6 @@ constexpr char kRuleSeparator = '\x1f';
 constexpr char kPartSeparator = '\x1e';
 constexpr char kOverridePartSeparator = '|';
 
-std::optional<std::string_view> QueryParam(std::string_view query, std::string_view name) {
-  while (!query.empty()) {
-    const size_t amp = query.find('&');
-    const std::string_view pair = query.substr(0, amp);
-    const size_t eq = pair.find('=');
-    if (pair.substr(0, eq) == name) {
-      return eq == std::string_view::npos ? std::string_view{} : pair.substr(eq + 1);
-    }
-    if (amp == std::string_view::npos) break;
-    query.remove_prefix(amp + 1);
-  }
-  return std::nullopt;
-}
-
 // An X-Forwarded-For element: an address, possibly with a port ("1.2.3.4:80",
 // "[2001:db8::1]:443") as some proxies write it.
 std::optional<net::IpAddress> ParseForwardedAddress(std::string_view text) {
@@ -77,6 +63,27 @@ XXH128_hash_t HashClient(std::string_view text) { return XXH3_128bits(text.data(
 
 }  // namespace
 
+std::optional<std::string_view> QueryParam(std::string_view query, std::string_view name) {
+  while (!query.empty()) {
+    const size_t amp = query.find('&');
+    const std::string_view pair = query.substr(0, amp);
+    const size_t eq = pair.find('=');
+    if (pair.substr(0, eq) == name) {
+      return eq == std::string_view::npos ? std::string_view{} : pair.substr(eq + 1);
+    }
+    if (amp == std::string_view::npos) break;
+    query.remove_prefix(amp + 1);
+  }
+  return std::nullopt;
+}
+
+const CompiledRule* Policy::FindRule(std::string_view name) const {
+  for (const CompiledRule& rule : rules_) {
+    if (rule.rule->name == name) return &rule;
+  }
+  return nullptr;
+}
+
 std::shared_ptr<const Policy> Policy::Compile(std::shared_ptr<const config::Config> config,
                                               metrics::Registry& registry) {
   auto policy = std::make_shared<Policy>();
@@ -104,6 +111,8 @@ void Evaluation::Clear() {
   retry_after = Duration(0);
   hold_for = Duration(0);
   allow_listed = false;
+  has_client_ip = false;
+  cost = 1;
   outstanding = 0;
   rechecking = false;
   waited = Duration(0);
@@ -160,7 +169,7 @@ void Evaluator::AskStore(Evaluation& out, bool rechecking, Duration waited, Time
     if (rechecking && !result.pending_delay) continue;
     result.evaluation = &out;
     ++out.outstanding;
-    StoreRequest request{out.KeyOf(result), result.rule->rule->algorithm, result.limit, 1};
+    StoreRequest request{out.KeyOf(result), result.rule->rule->algorithm, result.limit, out.cost};
     metrics_.store_operations_ok.Add();
     store_.Decide(request, now, result);
   }
@@ -198,16 +207,22 @@ void Evaluator::OnRuleDecided(Evaluation& out, RuleResult& result) {
 }
 
 void Evaluator::Evaluate(const Policy& policy, const http::Request& request, Timestamp now,
-                         Evaluation& out) {
+                         Evaluation& out, uint64_t cost) {
   out.Clear();
+  out.cost = cost;
   const config::Config& config = policy.config();
-  out.client_ip = ResolveClientIp(config.trusted_proxies, request);
-  if (config.deny.Contains(out.client_ip)) {
+  if (request.peer != nullptr) {
+    out.client_ip = ResolveClientIp(config.trusted_proxies, request);
+    out.has_client_ip = true;
+  }
+  if (!out.has_client_ip) {
+    // No address to check the access lists against.
+  } else if (config.deny.Contains(out.client_ip)) {
     out.verdict = Verdict::kDenied;
     metrics_.CountRequest(metrics::kSlotAccessDeny, metrics::Outcome::kDenied);
     return;
   }
-  if (config.allow.Contains(out.client_ip)) {
+  if (out.has_client_ip && config.allow.Contains(out.client_ip)) {
     out.allow_listed = true;
     metrics_.CountRequest(metrics::kSlotAccessAllow, metrics::Outcome::kAllowed);
     return;
@@ -228,6 +243,7 @@ void Evaluator::Evaluate(const Policy& policy, const http::Request& request, Tim
       std::optional<std::string_view> value;
       switch (part.kind) {
         case KeyPartKind::kIp:
+          if (!out.has_client_ip) break;  // missing
           if (ip.empty()) {
             // The connection's text of its peer when that is the client (no trusted
             // proxy in between): made once per connection, not per request.
@@ -276,15 +292,12 @@ void Evaluator::Evaluate(const Policy& policy, const http::Request& request, Tim
       }
     }
 
-    RuleResult& result = out.results.emplace_back();
-    result.rule = &compiled;
-    result.limit = rule.limit;
     if (missing) {
-      if (rule.on_missing_key == config::OnMissingKey::kSkip) {
-        out.results.pop_back();
-        continue;
-      }
+      if (rule.on_missing_key == config::OnMissingKey::kSkip) continue;
       if (rule.on_missing_key == config::OnMissingKey::kReject) {
+        RuleResult& result = out.results.emplace_back();
+        result.rule = &compiled;
+        result.limit = rule.limit;
         result.outcome = metrics::Outcome::kMissingKey;
         metrics_.CountRequest(compiled.metric_slot, result.outcome);
         out.verdict = Verdict::kMissingKey;
@@ -295,21 +308,42 @@ void Evaluator::Evaluate(const Policy& policy, const http::Request& request, Tim
       // anonymous: every client without a key shares one counter.
       client_key_.assign("\x01anonymous");
     }
-    if (!compiled.overrides.empty()) {
-      const auto it = compiled.overrides.find(std::string_view(client_key_));
-      if (it != compiled.overrides.end()) result.limit = it->second;
-    }
-    const XXH128_hash_t hash = HashClient(client_key_);
-    result.client_hash = hash.low64;
-    result.key_offset = out.keys.size();
-    out.keys.append(rule.name);
-    out.keys += kRuleSeparator;
-    // The 16 bytes of the hash as they are: the memory store fingerprints the key
-    // anyway, and a store that needs text (Redis) encodes it there.
-    out.keys.append(reinterpret_cast<const char*>(&hash), sizeof(hash));
-    result.key_length = out.keys.size() - result.key_offset;
+    AddResult(compiled, out);
   }
 
+  AskStore(out, /*rechecking=*/false, Duration(0), now);
+}
+
+void Evaluator::AddResult(const CompiledRule& compiled, Evaluation& out) {
+  RuleResult& result = out.results.emplace_back();
+  result.rule = &compiled;
+  result.limit = compiled.rule->limit;
+  if (!compiled.overrides.empty()) {
+    const auto it = compiled.overrides.find(std::string_view(client_key_));
+    if (it != compiled.overrides.end()) result.limit = it->second;
+  }
+  const XXH128_hash_t hash = HashClient(client_key_);
+  result.client_hash = hash.low64;
+  result.key_offset = out.keys.size();
+  out.keys.append(compiled.rule->name);
+  out.keys += kRuleSeparator;
+  // The 16 bytes of the hash as they are: the memory store fingerprints the key
+  // anyway, and a store that needs text (Redis) encodes it there.
+  out.keys.append(reinterpret_cast<const char*>(&hash), sizeof(hash));
+  result.key_length = out.keys.size() - result.key_offset;
+}
+
+void Evaluator::EvaluateRule(const CompiledRule& rule, std::string_view client_key, uint64_t cost,
+                             Timestamp now, Evaluation& out) {
+  out.Clear();
+  out.cost = cost;
+  // Spelled as the rule's overrides spell it: the parts of a key of several joined
+  // with '|'.
+  client_key_.assign(client_key);
+  if (rule.rule->key.size() > 1) {
+    std::replace(client_key_.begin(), client_key_.end(), kOverridePartSeparator, kPartSeparator);
+  }
+  AddResult(rule, out);
   AskStore(out, /*rechecking=*/false, Duration(0), now);
 }
 
@@ -358,12 +392,6 @@ int64_t CeilSeconds(Duration d) {
 namespace {
 
 // Decimal text without printf: this runs for every response.
-void AppendNumber(std::string& out, uint64_t value) {
-  char digits[20];
-  const auto [end, ec] = std::to_chars(digits, digits + sizeof(digits), value);
-  out.append(digits, static_cast<size_t>(end - digits));
-}
-
 }  // namespace
 
 void AppendRateLimitHeaders(const Evaluation& evaluation, bool legacy, std::string& out) {
@@ -378,9 +406,10 @@ void AppendRateLimitHeaders(const Evaluation& evaluation, bool legacy, std::stri
     out += '"';
     out.append(r.rule->rule->name);
     out.append("\";q=");
-    AppendNumber(out, r.limit.limit);
+    http::AppendDecimal(out, r.limit.limit);
     out.append(";w=");
-    AppendNumber(out, static_cast<uint64_t>(std::max<int64_t>(1, CeilSeconds(r.limit.period))));
+    http::AppendDecimal(out,
+                        static_cast<uint64_t>(std::max<int64_t>(1, CeilSeconds(r.limit.period))));
     first = false;
   }
   out.append("\r\nRateLimit: ");
@@ -392,20 +421,20 @@ void AppendRateLimitHeaders(const Evaluation& evaluation, bool legacy, std::stri
     out += '"';
     out.append(r.rule->rule->name);
     out.append("\";r=");
-    AppendNumber(out, r.decision.remaining);
+    http::AppendDecimal(out, r.decision.remaining);
     out.append(";t=");
-    AppendNumber(out, static_cast<uint64_t>(CeilSeconds(r.decision.reset_after)));
+    http::AppendDecimal(out, static_cast<uint64_t>(CeilSeconds(r.decision.reset_after)));
     first = false;
     if (tightest == nullptr || r.decision.remaining < tightest->decision.remaining) tightest = &r;
   }
   out.append("\r\n");
   if (legacy && tightest != nullptr) {
     out.append("X-RateLimit-Limit: ");
-    AppendNumber(out, tightest->limit.limit);
+    http::AppendDecimal(out, tightest->limit.limit);
     out.append("\r\nX-RateLimit-Remaining: ");
-    AppendNumber(out, tightest->decision.remaining);
+    http::AppendDecimal(out, tightest->decision.remaining);
     out.append("\r\nX-RateLimit-Reset: ");
-    AppendNumber(out, static_cast<uint64_t>(CeilSeconds(tightest->decision.reset_after)));
+    http::AppendDecimal(out, static_cast<uint64_t>(CeilSeconds(tightest->decision.reset_after)));
     out.append("\r\n");
   }
 }

@@ -13,6 +13,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -44,6 +45,8 @@ class Policy {
                                                metrics::Registry& registry);
   const config::Config& config() const { return *config_; }
   const std::vector<CompiledRule>& rules() const { return rules_; }
+  // The rule of that name, or null.
+  const CompiledRule* FindRule(std::string_view name) const;
 
  private:
   std::shared_ptr<const config::Config> config_;
@@ -88,7 +91,11 @@ struct Evaluation {
   Duration retry_after{0};               // kLimited: until every limiting rule allows
   Duration hold_for{0};                  // kHold: until the next try
   bool allow_listed = false;
-  net::IpAddress client_ip;
+  net::IpAddress client_ip;  // unset when the request named no client address
+  bool has_client_ip = false;
+  // Units of quota the request takes from each rule: 1 for a proxied request; a
+  // decision API may ask for more, or 0 to look without taking.
+  uint64_t cost = 1;
   void* owner = nullptr;  // the caller's; kept by Clear
 
   // While the store decides: answers still to come, and what they are for.
@@ -116,6 +123,10 @@ class EvaluationListener {
 // right-most X-Forwarded-For address that is not one.
 net::IpAddress ResolveClientIp(const net::CidrList& trusted_proxies, const http::Request& request);
 
+// The value of the first query parameter `name` ("a=1&b=2"), as written (not
+// percent-decoded); empty for "name" without '='; nullopt when absent.
+std::optional<std::string_view> QueryParam(std::string_view query, std::string_view name);
+
 // The client address as logs show it: XXH3-64, unseeded so a fleet agrees. Computed
 // only when a line is written.
 uint64_t ClientIpHash(const net::IpAddress& ip);
@@ -130,7 +141,15 @@ class Evaluator {
   // Decides `request` under `policy` at `now` into `out` (cleared first). The
   // verdict is kPending when the store answers later; `policy` must then live until
   // the listener is told.
-  void Evaluate(const Policy& policy, const http::Request& request, Timestamp now, Evaluation& out);
+  // `request.peer` may be null (a decision API asking about a client it did not name
+  // by address): the access lists are then skipped and `ip` keys are missing.
+  // `cost` (REQUIRES: <= kMaxQuantity) is what the request takes from each rule.
+  void Evaluate(const Policy& policy, const http::Request& request, Timestamp now, Evaluation& out,
+                uint64_t cost = 1);
+  // One rule with the client key given as it is (POST /v1/check {"rule", "key"}): no
+  // matching, no access lists, the rule's overrides apply to `client_key`.
+  void EvaluateRule(const CompiledRule& rule, std::string_view client_key, uint64_t cost,
+                    Timestamp now, Evaluation& out);
   // Asks the pending delay rules of a held evaluation again. `waited` is how long the
   // request has been held so far; a rule whose next chance lies beyond its
   // max_delay_ms turns the verdict into kLimited. May also end kPending.
@@ -141,6 +160,8 @@ class Evaluator {
   void AskStore(Evaluation& out, bool rechecking, Duration waited, Timestamp now);
   void OnRuleDecided(Evaluation& out, RuleResult& result);
   void Conclude(Evaluation& out, Duration waited);
+  // Adds `rule`'s result for the client key in client_key_ (overrides applied).
+  void AddResult(const CompiledRule& rule, Evaluation& out);
 
   Store& store_;
   metrics::WorkerMetrics& metrics_;

@@ -5,6 +5,9 @@
 #ifndef SLUICE_HTTP_ASCII_H_
 #define SLUICE_HTTP_ASCII_H_
 
+#include <charconv>
+#include <cstdint>
+#include <string>
 #include <string_view>
 
 namespace sluice::http {
@@ -24,6 +27,13 @@ inline std::string_view TrimOws(std::string_view s) {
   while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
   while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
   return s;
+}
+
+// `value` in decimal digits at the end of `out`.
+inline void AppendDecimal(std::string& out, uint64_t value) {
+  char digits[20];
+  const auto [end, ec] = std::to_chars(digits, digits + sizeof(digits), value);
+  out.append(digits, static_cast<size_t>(end - digits));
 }
 
 }  // namespace sluice::http

@@ -194,16 +194,6 @@ class FieldTable {
 
 void Append(std::string& out, std::string_view s) { out.append(s.data(), s.size()); }
 
-void AppendDecimal(std::string& out, uint64_t value) {
-  char digits[20];
-  size_t n = 0;
-  do {
-    digits[n++] = static_cast<char>('0' + value % 10);
-    value /= 10;
-  } while (value != 0);
-  while (n > 0) out.push_back(digits[--n]);
-}
-
 // Copies a value with any CR or LF (an obs-fold, RFC 9112 5.2) written as a space: a
 // field must not end early, nor smuggle a line into the head it is copied into. One
 // pass, 16 bytes at a time: most heads have no line break in a value, but looking for

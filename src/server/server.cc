@@ -14,6 +14,10 @@
 #include <random>
 #include <unordered_map>
 
+#include "api/check_request.h"
+#include "api/check_response.h"
+#include "api/decision_request.h"
+#include "api/json_text.h"
 #include "core/check.h"
 #include "net/event_loop.h"
 #include "net/tls.h"
@@ -74,25 +78,7 @@ http::ProtocolLimits LimitsOf(const config::Config& config) {
   return limits;
 }
 
-// JSON string content: quotes, backslashes and control characters escaped, and bytes
-// above 0x7f written as \u00XX so a line is valid JSON whatever a client sent.
-void AppendJsonString(std::string& out, std::string_view s) {
-  static constexpr char kHex[] = "0123456789abcdef";
-  out += '"';
-  for (unsigned char c : s) {
-    if (c == '"' || c == '\\') {
-      out += '\\';
-      out += static_cast<char>(c);
-    } else if (c < 0x20 || c >= 0x7f) {
-      out += "\\u00";
-      out += kHex[c >> 4];
-      out += kHex[c & 0xf];
-    } else {
-      out += static_cast<char>(c);
-    }
-  }
-  out += '"';
-}
+using api::AppendJsonString;
 
 void AppendHex64(std::string& out, uint64_t v) {
   static constexpr char kHex[] = "0123456789abcdef";
@@ -146,9 +132,31 @@ struct HeldRequest {
   // Gateway mode: the forwarding prepared for it, until the proxied request is over.
   proxy::ProxyRequest* proxy = nullptr;
   bool counted_held = false;  // in sluice_requests_held while its decision is awaited
+
+  // What the request asks (docs/decision-api.md): to be decided (and forwarded), a
+  // decision about the request a proxy holds (GET /v1/auth), or answers to the
+  // queries of a POST /v1/check.
+  enum class Kind { kRequest, kAuth, kCheck };
+  Kind kind = Kind::kRequest;
+  int refuse_status = 0;  // /v1/auth?refuse_status=: a refusal answers with it
+  // /v1/check: the body as it is read, then one evaluation per query: `evaluation`
+  // for the first, `more` for the rest of a batch (kept for the next batch, so a
+  // worker allocates none once warm), and how many the store has still to answer.
+  std::string body;
+  std::vector<std::unique_ptr<gate::Evaluation>> more;
+  size_t queries = 0;
+  bool batch = false;
+  int outstanding = 0;
+
+  gate::Evaluation& QueryEvaluation(size_t i) { return i == 0 ? evaluation : *more[i - 1]; }
+  // The store still holds a pointer into it.
+  bool StoreAnswering() const {
+    return kind == Kind::kCheck ? outstanding > 0 : evaluation.verdict == gate::Verdict::kPending;
+  }
 };
 
 class Worker final : public http::RequestHandler,
+                     public http::StreamHandler,
                      public gate::EvaluationListener,
                      public proxy::ProxyListener {
  public:
@@ -199,6 +207,14 @@ class Worker final : public http::RequestHandler,
   // http::RequestHandler
   void OnRequest(http::ServerConnection& connection, const http::Request& request) override {
     RefreshPolicy();
+    if (request.path == "/v1/check") {
+      StartCheck(connection, request);
+      return;
+    }
+    if (request.path == "/v1/auth") {
+      Authorize(connection, request);
+      return;
+    }
     HeldRequest& r = NewHeld();
     r.phase_started_ns = ToNanos(clock_.Now());
     r.decided_ns = 0;
@@ -228,12 +244,179 @@ class Worker final : public http::RequestHandler,
       Recycle(r);
       return;
     }
-    // Answered later: keep what the answer needs.
+    AnswerLater(r, connection, request);
+  }
+
+  // Keeps what the answer to a request decided later needs.
+  void AnswerLater(HeldRequest& r, http::ServerConnection& connection,
+                   const http::Request& request) {
     KeepForAnswer(r, connection, request);
     connection.Hold();
     r.counted_held = true;
     metrics_.requests_held.fetch_add(1, std::memory_order_relaxed);
-    if (verdict == gate::Verdict::kHold) ScheduleRecheck(r);
+    if (r.evaluation.verdict == gate::Verdict::kHold) ScheduleRecheck(r);
+  }
+
+  // GET /v1/auth: a proxy asks about the request it holds (forward-auth). Decided as
+  // that request would be, held by a delay rule as it would be, and answered as in
+  // decision mode: 200, or 429/403/400 (or refuse_status for proxies that only
+  // understand some), with X-Sluice-Decision saying which.
+  void Authorize(http::ServerConnection& connection, const http::Request& request) {
+    int refuse_status = 0;
+    if (const std::optional<std::string_view> asked =
+            gate::QueryParam(request.query, "refuse_status")) {
+      if (*asked == "401" || *asked == "403" || *asked == "429") {
+        refuse_status = (*asked)[2] == '1' ? 401 : (*asked)[2] == '3' ? 403 : 429;
+      } else {
+        RespondBadRequest(connection, "refuse_status must be 401, 403 or 429");
+        return;
+      }
+    }
+    HeldRequest& r = NewHeld();
+    r.kind = HeldRequest::Kind::kAuth;
+    r.refuse_status = refuse_status;
+    r.phase_started_ns = ToNanos(clock_.Now());
+    r.decided_ns = 0;
+    const http::Request& original = decision_request_.FromForwardAuth(request);
+    evaluator_.Evaluate(*policy_, original, loop_.now(), r.evaluation);
+    const gate::Verdict verdict = r.evaluation.verdict;
+    if (verdict != gate::Verdict::kPending && verdict != gate::Verdict::kHold) {
+      Answer(connection, *policy_, r.evaluation, original.method, original.path,
+             original.request_id, r.phase_started_ns, &r);
+      Recycle(r);
+      return;
+    }
+    AnswerLater(r, connection, original);
+  }
+
+  // POST /v1/check: the body is read first (http.max_body_bytes bounds it), then
+  // CheckBody answers.
+  void StartCheck(http::ServerConnection& connection, const http::Request& request) {
+    if (request.method != "POST") {
+      metrics_.CountResponse(405);
+      connection.Respond(405, "Allow: POST\r\n", "application/json",
+                         "{\"error\":\"method_not_allowed\",\"message\":\"POST a JSON query "
+                         "to /v1/check\"}\n");
+      return;
+    }
+    HeldRequest& r = NewHeld();
+    r.kind = HeldRequest::Kind::kCheck;
+    r.phase_started_ns = ToNanos(clock_.Now());
+    r.decided_ns = 0;
+    r.body.clear();
+    r.evaluation.Clear();
+    r.outstanding = 0;
+    KeepForAnswer(r, connection, request);
+    connection.Hold();
+    connection.StreamBody(*this);
+    connection.ResumeBody();
+  }
+
+  // http::StreamHandler: a /v1/check body.
+  void OnRequestBody(http::ServerConnection& connection, std::string_view bytes) override {
+    static_cast<HeldRequest*>(connection.pending)->body.append(bytes);
+  }
+  void OnRequestBodyComplete(http::ServerConnection& connection) override {
+    CheckBody(*static_cast<HeldRequest*>(connection.pending));
+  }
+  void OnResponseDrained(http::ServerConnection&) override {}
+
+  void CheckBody(HeldRequest& r) {
+    http::ServerConnection& connection = *r.connection;
+    r.phase_started_ns = ToNanos(clock_.Now());
+    if (!check_parser_.Parse(r.body)) {
+      connection.pending = nullptr;
+      RespondBadRequest(connection, check_parser_.error());
+      Recycle(r);
+      return;
+    }
+    const std::span<const api::CheckQuery> queries = check_parser_.queries();
+    // Every rule named must exist before any is charged: a malformed batch takes nothing.
+    for (size_t i = 0; i < queries.size(); ++i) {
+      if (!queries[i].by_rule || policy_->FindRule(queries[i].rule) != nullptr) continue;
+      connection.pending = nullptr;
+      std::string message =
+          check_parser_.batch() ? fmt::format("query {}: unknown rule ", i) : "unknown rule ";
+      AppendJsonString(message, queries[i].rule);
+      RespondBadRequest(connection, message);
+      Recycle(r);
+      return;
+    }
+    r.policy = policy_;
+    r.batch = check_parser_.batch();
+    r.queries = queries.size();
+    while (r.more.size() + 1 < r.queries) r.more.push_back(std::make_unique<gate::Evaluation>());
+    r.outstanding = 1;  // one high until every query is asked: answers may come meanwhile
+    const Timestamp now = loop_.now();
+    for (size_t i = 0; i < queries.size(); ++i) {
+      const api::CheckQuery& query = queries[i];
+      gate::Evaluation& evaluation = r.QueryEvaluation(i);
+      evaluation.owner = &r;
+      if (query.by_rule) {
+        evaluator_.EvaluateRule(*policy_->FindRule(query.rule), query.key, query.cost, now,
+                                evaluation);
+      } else {
+        evaluator_.Evaluate(*policy_,
+                            decision_request_.FromDescriptors(check_parser_.descriptors(query)),
+                            now, evaluation, query.cost);
+      }
+      if (evaluation.verdict == gate::Verdict::kPending) ++r.outstanding;
+    }
+    if (--r.outstanding == 0) {
+      AnswerCheck(r);
+      return;
+    }
+    r.counted_held = true;
+    metrics_.requests_held.fetch_add(1, std::memory_order_relaxed);
+  }
+
+  void AnswerCheck(HeldRequest& r) {
+    http::ServerConnection& connection = *r.connection;
+    if (r.counted_held) metrics_.requests_held.fetch_sub(1, std::memory_order_relaxed);
+    r.counted_held = false;
+    response_headers_.clear();
+    response_body_.clear();
+    int status = 200;
+    if (r.batch) {
+      // Each query has its own answer; the batch as a whole was understood.
+      response_body_ += '[';
+      for (size_t i = 0; i < r.queries; ++i) {
+        if (i > 0) response_body_ += ',';
+        api::AppendCheckAnswer(r.QueryEvaluation(i), response_body_);
+      }
+      response_body_ += ']';
+    } else {
+      const gate::Evaluation& evaluation = r.evaluation;
+      status = api::CheckStatus(evaluation);
+      api::AppendCheckAnswer(evaluation, response_body_);
+      if (status == 200 || status == 429) {
+        gate::AppendRateLimitHeaders(evaluation, legacy_headers_, response_headers_);
+      }
+      const Duration wait = api::CheckRetryAfter(evaluation);
+      if (status == 429 && wait != Decision::kNever) {
+        fmt::format_to(std::back_inserter(response_headers_), "Retry-After: {}\r\n",
+                       std::max<int64_t>(1, gate::CeilSeconds(wait)));
+      }
+    }
+    response_body_ += '\n';
+    const int64_t finished = ToNanos(clock_.Now());
+    metrics_.request_duration.Observe(finished - r.phase_started_ns);
+    metrics_.CountResponse(status);
+    if (access_log_) {
+      LogRequest(r.evaluation, r.method, r.path, r.request_id, status,
+                 ToNanos(loop_.now()) - ToNanos(r.arrived));
+    }
+    connection.pending = nullptr;
+    connection.Respond(status, response_headers_, "application/json", response_body_);
+    Recycle(r);
+  }
+
+  void RespondBadRequest(http::ServerConnection& connection, std::string_view message) {
+    metrics_.CountResponse(400);
+    response_body_ = "{\"error\":\"bad_request\",\"message\":";
+    AppendJsonString(response_body_, message);
+    response_body_ += "}\n";
+    connection.Respond(400, "", "application/json", response_body_);
   }
 
   // proxy::ProxyListener: a proxied request is over.
@@ -258,7 +441,7 @@ class Worker final : public http::RequestHandler,
       CancelProxy(r);
       r.connection = nullptr;
       // Still with the store: it will answer into r, which is recycled then.
-      if (r.evaluation.verdict != gate::Verdict::kPending) {
+      if (!r.StoreAnswering()) {
         loop_.Cancel(r.timer);
         Recycle(r);
       }
@@ -272,6 +455,15 @@ class Worker final : public http::RequestHandler,
   // gate::EvaluationListener: the store answered a pending evaluation.
   void OnEvaluated(gate::Evaluation& evaluation) override {
     HeldRequest& r = *static_cast<HeldRequest*>(evaluation.owner);
+    if (r.kind == HeldRequest::Kind::kCheck) {
+      if (--r.outstanding > 0) return;  // more of the batch to come
+      if (r.connection == nullptr) {
+        Recycle(r);
+      } else {
+        AnswerCheck(r);
+      }
+      return;
+    }
     if (r.connection == nullptr) {  // the client went away meanwhile
       Recycle(r);
       return;
@@ -445,6 +637,9 @@ class Worker final : public http::RequestHandler,
 
   void Recycle(HeldRequest& r) {
     r.policy.reset();
+    r.kind = HeldRequest::Kind::kRequest;
+    r.refuse_status = 0;
+    r.outstanding = 0;
     r.connection = nullptr;
     r.proxy = nullptr;
     r.counted_held = false;
@@ -490,13 +685,13 @@ class Worker final : public http::RequestHandler,
     CancelProxy(r);
     // The answer may go on to the connection's next pipelined request, which takes
     // another HeldRequest; this one is recycled once its answer is written.
-    Answer(connection, *r.policy, r.evaluation, r.method, r.path, r.request_id, started);
+    Answer(connection, *r.policy, r.evaluation, r.method, r.path, r.request_id, started, &r);
     Recycle(r);
   }
 
   void Answer(http::ServerConnection& connection, const gate::Policy& policy,
               const gate::Evaluation& evaluation, std::string_view method, std::string_view path,
-              std::string_view request_id, int64_t started_ns) {
+              std::string_view request_id, int64_t started_ns, const HeldRequest* held = nullptr) {
     response_headers_.clear();
     response_body_.clear();
     int status = 200;
@@ -542,6 +737,16 @@ class Worker final : public http::RequestHandler,
         }
         response_body_ += "]}\n";
         break;
+    }
+    if (held != nullptr && held->kind == HeldRequest::Kind::kAuth) {
+      // For the proxy that asked: which answer this is whatever the status says (nginx
+      // auth_request only passes 2xx, 401 and 403 on), and the status it wants for a
+      // refusal.
+      response_headers_ += status == 200   ? "X-Sluice-Decision: allowed\r\n"
+                           : status == 429 ? "X-Sluice-Decision: limited\r\n"
+                           : status == 403 ? "X-Sluice-Decision: denied\r\n"
+                                           : "X-Sluice-Decision: missing_key\r\n";
+      if (held->refuse_status != 0 && status != 200) status = held->refuse_status;
     }
     const int64_t finished = ToNanos(clock_.Now());
     metrics_.request_duration.Observe(finished - started_ns);
@@ -636,6 +841,8 @@ class Worker final : public http::RequestHandler,
   std::string response_headers_;
   std::string response_body_;
   std::string log_;
+  api::CheckRequestParser check_parser_;
+  api::DecisionRequestBuilder decision_request_;
   bool draining_ = false;
   int64_t drain_deadline_ns_ = 0;
 };
