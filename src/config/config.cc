@@ -21,6 +21,7 @@
 #include <sstream>
 #include <utility>
 
+#include "config/yaml_document.h"
 #include "core/units.h"
 #include "store/redis_scripts.h"
 
@@ -77,46 +78,8 @@ std::string Join(std::initializer_list<std::string_view> names, std::string_view
   return out;
 }
 
-std::string ChildPath(const std::string& parent, std::string_view key) {
-  return parent.empty() ? std::string(key) : fmt::format("{}.{}", parent, key);
-}
-
 std::string IndexPath(const std::string& parent, size_t index) {
   return fmt::format("{}[{}]", parent, index);
-}
-
-// How a value appears in "expected X, got Y".
-std::string Describe(const YAML::Node& node) {
-  switch (node.Type()) {
-    case YAML::NodeType::Null:
-    case YAML::NodeType::Undefined:
-      return "nothing";
-    case YAML::NodeType::Sequence:
-      return "a list";
-    case YAML::NodeType::Map:
-      return "a map";
-    case YAML::NodeType::Scalar:
-      break;
-  }
-  // Quoted and escaped so that a value with spaces, quotes or line breaks reads as one.
-  constexpr size_t kShown = 60;
-  const std::string& text = node.Scalar();
-  std::string out = "\"";
-  for (size_t i = 0; i < text.size() && i < kShown; ++i) {
-    const char c = text[i];
-    if (c == '"' || c == '\\') {
-      out += '\\';
-      out += c;
-    } else if (c == '\n') {
-      out += "\\n";
-    } else if (c == '\t') {
-      out += "\\t";
-    } else {
-      out += c;
-    }
-  }
-  out += text.size() > kShown ? "...\"" : "\"";
-  return out;
 }
 
 // A plain (unquoted, untagged) scalar, or one tagged explicitly with `tag`. A quoted
@@ -223,7 +186,7 @@ class Loader {
   std::optional<std::vector<Entry>> Entries(const Item& item) {
     if (item.node.IsNull() && !item.list_element) return std::vector<Entry>{};
     if (!item.node.IsMap()) {
-      Error(item, fmt::format("expected a map, got {}", Describe(item.node)));
+      Error(item, fmt::format("expected a map, got {}", DescribeYamlValue(item.node)));
       return std::nullopt;
     }
     std::vector<Entry> entries;
@@ -232,7 +195,7 @@ class Loader {
       if (!key.IsScalar()) {
         ErrorAt(key.Mark(),
                 fmt::format("{}: keys must be plain strings, got {}",
-                            item.path.empty() ? "top level" : item.path, Describe(key)));
+                            item.path.empty() ? "top level" : item.path, DescribeYamlValue(key)));
         continue;
       }
       const std::string name = key.Scalar();
@@ -246,7 +209,7 @@ class Loader {
       YAML::Mark value_mark = pair.second.Mark();
       if (pair.second.IsNull() || value_mark.is_null()) value_mark = key.Mark();
       entries.push_back(
-          Entry{name, key.Mark(), Item{pair.second, value_mark, ChildPath(item.path, name)}});
+          Entry{name, key.Mark(), Item{pair.second, value_mark, YamlChildPath(item.path, name)}});
     }
     return entries;
   }
@@ -283,7 +246,7 @@ class Loader {
   std::optional<std::vector<Item>> List(const Item& item) {
     if (item.node.IsNull() && !item.list_element) return std::vector<Item>{};
     if (!item.node.IsSequence()) {
-      Error(item, fmt::format("expected a list, got {}", Describe(item.node)));
+      Error(item, fmt::format("expected a list, got {}", DescribeYamlValue(item.node)));
       return std::nullopt;
     }
     std::vector<Item> items;
@@ -301,7 +264,7 @@ class Loader {
 
   std::optional<std::string> String(const Item& item) {
     if (!item.node.IsScalar()) {
-      Error(item, fmt::format("expected a string, got {}", Describe(item.node)));
+      Error(item, fmt::format("expected a string, got {}", DescribeYamlValue(item.node)));
       return std::nullopt;
     }
     return item.node.Scalar();
@@ -310,14 +273,14 @@ class Loader {
   std::optional<uint64_t> Whole(const Item& item, uint64_t min, uint64_t max) {
     const YAML::Node& node = item.node;
     if (!node.IsScalar()) {
-      Error(item, fmt::format("expected a whole number, got {}", Describe(node)));
+      Error(item, fmt::format("expected a whole number, got {}", DescribeYamlValue(node)));
       return std::nullopt;
     }
     const std::string& text = node.Scalar();
     if (!IsPlainOrTagged(node, "tag:yaml.org,2002:int")) {
       Error(item, fmt::format("expected a whole number, got {} (quoted, so a string; write "
                               "numbers without quotes)",
-                              Describe(node)));
+                              DescribeYamlValue(node)));
       return std::nullopt;
     }
     const bool all_digits =
@@ -332,7 +295,7 @@ class Loader {
       if (all_digits) {
         Error(item, fmt::format("{} is too large; at most {}", text, max));
       } else {
-        Error(item, fmt::format("expected a whole number, got {}", Describe(node)));
+        Error(item, fmt::format("expected a whole number, got {}", DescribeYamlValue(node)));
       }
       return std::nullopt;
     }
@@ -361,7 +324,7 @@ class Loader {
       if (text == "true" || text == "True" || text == "TRUE") return true;
       if (text == "false" || text == "False" || text == "FALSE") return false;
     }
-    Error(item, fmt::format("expected true or false, got {}", Describe(node)));
+    Error(item, fmt::format("expected true or false, got {}", DescribeYamlValue(node)));
     return std::nullopt;
   }
 
@@ -377,7 +340,7 @@ class Loader {
                                 *text, *text));
       } else {
         Error(item, fmt::format("expected a duration such as 500ms, 1s, 1m, 1h or 1d, got {}",
-                                Describe(item.node)));
+                                DescribeYamlValue(item.node)));
       }
       return std::nullopt;
     }
@@ -400,7 +363,7 @@ class Loader {
       if (!names.empty()) names += ", ";
       names += choice.name;
     }
-    Error(item, fmt::format("expected one of: {}; got {}", names, Describe(item.node)));
+    Error(item, fmt::format("expected one of: {}; got {}", names, DescribeYamlValue(item.node)));
     return std::nullopt;
   }
 
@@ -411,7 +374,7 @@ class Loader {
     if (!endpoint) {
       Error(item, fmt::format("expected an address and port such as \"127.0.0.1:8080\" or "
                               "\"[::1]:8080\", got {}",
-                              Describe(item.node)));
+                              DescribeYamlValue(item.node)));
     }
     return endpoint;
   }
@@ -431,7 +394,7 @@ class Loader {
       if (!cidr) {
         Error(element, fmt::format("expected an IP address or CIDR block such as \"10.0.0.0/8\" "
                                    "(no host bits below the prefix), got {}",
-                                   Describe(element.node)));
+                                   DescribeYamlValue(element.node)));
         ok = false;
         continue;
       }
@@ -445,7 +408,7 @@ class Loader {
   std::optional<std::string> PathPrefix(const Item& item) {
     std::optional<std::string> text = String(item);
     if (text && (text->empty() || text->front() != '/')) {
-      Error(item, fmt::format("must start with '/', got {}", Describe(item.node)));
+      Error(item, fmt::format("must start with '/', got {}", DescribeYamlValue(item.node)));
       return std::nullopt;
     }
     return text;
@@ -457,7 +420,7 @@ class Loader {
     std::optional<std::string> host = NormalizeHost(*text);
     if (!host) {
       Error(item, fmt::format("expected a host name such as \"api.example.com\", got {}",
-                              Describe(item.node)));
+                              DescribeYamlValue(item.node)));
     }
     return host;
   }
@@ -665,7 +628,7 @@ void Loader::LoadStore(const Item& item, StoreConfig& store) {
                   return e.address == endpoint->address && e.port == endpoint->port;
                 });
             if (twice) {
-              Error(node, fmt::format("duplicate node {}", Describe(node.node)));
+              Error(node, fmt::format("duplicate node {}", DescribeYamlValue(node.node)));
               nodes_ok = false;
               continue;
             }
@@ -751,8 +714,8 @@ bool Loader::LoadRule(const Item& item, Rule& rule, std::optional<Item>& name_it
         rule.name = *name;
         name_item = *v;
       } else {
-        Error(*v,
-              fmt::format("must be letters, digits, '_', '.' or '-', got {}", Describe(v->node)));
+        Error(*v, fmt::format("must be letters, digits, '_', '.' or '-', got {}",
+                              DescribeYamlValue(v->node)));
       }
     }
   }
@@ -768,7 +731,7 @@ bool Loader::LoadRule(const Item& item, Rule& rule, std::optional<Item>& name_it
         Error(*v, fmt::format("unknown algorithm {}; expected one of: token_bucket, "
                               "leaky_bucket, fixed_window, sliding_window_log, "
                               "sliding_window_counter, gcra",
-                              Describe(v->node)));
+                              DescribeYamlValue(v->node)));
       }
     }
   }
@@ -855,8 +818,8 @@ void Loader::LoadMatch(const Item& item, Rule& rule) {
         const std::optional<std::string> text = String(method);
         if (!text) continue;
         if (!IsToken(*text)) {
-          Error(method,
-                fmt::format("expected an HTTP method such as GET, got {}", Describe(method.node)));
+          Error(method, fmt::format("expected an HTTP method such as GET, got {}",
+                                    DescribeYamlValue(method.node)));
           continue;
         }
         std::string upper = Upper(*text);
@@ -894,7 +857,7 @@ bool Loader::LoadKey(const Item& item, std::vector<KeyPart>& key) {
     if (!text) continue;
     std::string error;
     const std::optional<KeyPartText> parsed =
-        ParseKeyPartText(*text, Describe(element.node), &error);
+        ParseKeyPartText(*text, DescribeYamlValue(element.node), &error);
     if (!parsed) {
       Error(element, error);
       continue;
@@ -905,7 +868,7 @@ bool Loader::LoadKey(const Item& item, std::vector<KeyPart>& key) {
       return p.kind == part.kind && p.name == part.name;
     });
     if (twice) {
-      Error(element, fmt::format("duplicate key part {}", Describe(element.node)));
+      Error(element, fmt::format("duplicate key part {}", DescribeYamlValue(element.node)));
       continue;
     }
     key.push_back(std::move(part));
@@ -956,7 +919,7 @@ void Loader::LoadAccessLog(const Item& item, AccessLogConfig& access_log) {
   }
   if (!item.node.IsMap()) {
     Error(item, fmt::format("expected true, false or a map {{enabled, path}}, got {}",
-                            Describe(item.node)));
+                            DescribeYamlValue(item.node)));
     return;
   }
   const std::optional<Fields> fields = Map(item, {"enabled", "path"});
@@ -1126,6 +1089,10 @@ void Loader::LoadRoutes(const Item& item, std::vector<Route>& routes,
   }
 }
 
+}  // namespace
+
+namespace {
+
 // Where each YAML document of a stream starts; the parse events are otherwise ignored.
 class DocumentStarts : public YAML::EventHandler {
  public:
@@ -1144,12 +1111,46 @@ class DocumentStarts : public YAML::EventHandler {
   void OnMapEnd() override {}
 };
 
-// Where the second YAML document of `text` starts, if it has one. Throws
-// YAML::ParserException on a syntax error, like YAML::Load. YAML::LoadAll is not used: in yaml-cpp
-// 0.7 it loops forever, allocating, on a stray ',' outside a flow collection (yaml-cpp PR #1319):
-// the parser yields an empty document without consuming the token, again and again.
-// Here a document that starts where the previous one did is that case, and an error.
-std::optional<YAML::Mark> SecondDocument(const std::string& text) {
+}  // namespace
+
+std::string DescribeYamlValue(const YAML::Node& node) {
+  switch (node.Type()) {
+    case YAML::NodeType::Null:
+    case YAML::NodeType::Undefined:
+      return "nothing";
+    case YAML::NodeType::Sequence:
+      return "a list";
+    case YAML::NodeType::Map:
+      return "a map";
+    case YAML::NodeType::Scalar:
+      break;
+  }
+  // Quoted and escaped so that a value with spaces, quotes or line breaks reads as one.
+  constexpr size_t kShown = 60;
+  const std::string& text = node.Scalar();
+  std::string out = "\"";
+  for (size_t i = 0; i < text.size() && i < kShown; ++i) {
+    const char c = text[i];
+    if (c == '"' || c == '\\') {
+      out += '\\';
+      out += c;
+    } else if (c == '\n') {
+      out += "\\n";
+    } else if (c == '\t') {
+      out += "\\t";
+    } else {
+      out += c;
+    }
+  }
+  out += text.size() > kShown ? "...\"" : "\"";
+  return out;
+}
+
+std::string YamlChildPath(const std::string& parent, std::string_view key) {
+  return parent.empty() ? std::string(key) : fmt::format("{}.{}", parent, key);
+}
+
+std::optional<YAML::Mark> SecondYamlDocument(const std::string& text) {
   std::istringstream stream(text);
   YAML::Parser parser(stream);
   DocumentStarts starts;
@@ -1163,8 +1164,6 @@ std::optional<YAML::Mark> SecondDocument(const std::string& text) {
   if (starts.marks.size() < 2) return std::nullopt;
   return starts.marks[1];
 }
-
-}  // namespace
 
 std::string ConfigError::ToString() const {
   if (line == 0) return fmt::format("{}: {}", file, message);
@@ -1219,7 +1218,7 @@ LoadResult LoadConfigText(std::string_view text, std::string_view source) {
   config->admin_listen = *net::Endpoint::Parse("127.0.0.1:9090");
   try {
     const std::string yaml(text);
-    const std::optional<YAML::Mark> second = SecondDocument(yaml);
+    const std::optional<YAML::Mark> second = SecondYamlDocument(yaml);
     const YAML::Node root = second ? YAML::Node() : YAML::Load(yaml);
     if (second) {
       // Reported alone: the first document may be only half of what was meant.
@@ -1231,7 +1230,7 @@ LoadResult LoadConfigText(std::string_view text, std::string_view source) {
                      "\"listen:\" and \"rules:\"");
     } else if (!root.IsMap()) {
       loader.ErrorAt(root.Mark(), fmt::format("the configuration must be a map of settings, got {}",
-                                              Describe(root)));
+                                              DescribeYamlValue(root)));
     } else {
       loader.LoadDocument(Item{root, root.Mark(), ""}, *config);
     }
