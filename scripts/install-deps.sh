@@ -8,6 +8,7 @@ packages=(
   libgtest-dev libgmock-dev libbenchmark-dev
   libfmt-dev libcli11-dev libxxhash-dev libhttp-parser-dev libyaml-cpp-dev libsimdjson-dev
   libhiredis-dev redis-server libssl-dev openssl curl liburing-dev
+  nginx  # tests/integration/nginx_auth_test.cc: sluice as nginx's auth_request service
 )
 
 missing=()
@@ -22,6 +23,16 @@ echo "installing: ${missing[*]}"
 sudo=""
 if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
 export DEBIAN_FRONTEND=noninteractive
+# Packages that come with a service (nginx, redis-server) are not started by the
+# install: the tests start their own on free loopback ports, and a system nginx on
+# port 80 is not ours to leave running. policy-rc.d is Debian's switch for that; one
+# already there is left alone.
+policy=/usr/sbin/policy-rc.d
+if [ ! -e "$policy" ]; then
+  printf '#!/bin/sh\nexit 101\n' | $sudo tee "$policy" >/dev/null
+  $sudo chmod +x "$policy"
+  trap '$sudo rm -f "$policy"' EXIT
+fi
 # Try without refreshing the index first: a fresh machine may already have it.
 if ! $sudo apt-get install -y --no-install-recommends "${missing[@]}"; then
   $sudo apt-get update
