@@ -9,6 +9,9 @@ packages=(
   libfmt-dev libcli11-dev libxxhash-dev libhttp-parser-dev libyaml-cpp-dev libsimdjson-dev
   libhiredis-dev redis-server libssl-dev openssl curl liburing-dev
   nginx  # tests/integration/nginx_auth_test.cc: sluice as nginx's auth_request service
+  # Envoy's rate limit service API (proto/) and the Python client of its conformance test
+  libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc
+  python3-grpcio python3-grpc-tools
 )
 
 missing=()

@@ -461,8 +461,9 @@ class Loader {
 
 void Loader::LoadDocument(const Item& root, Config& config) {
   const std::optional<Fields> top =
-      Map(root, {"listen", "admin_listen", "grpc_listen", "workers", "http", "tls", "clients",
-                 "access", "store", "rules", "routes", "upstreams", "headers", "access_log"});
+      Map(root, {"listen", "admin_listen", "grpc_listen", "envoy_ratelimit_configs", "workers",
+                 "http", "tls", "clients", "access", "store", "rules", "routes", "upstreams",
+                 "headers", "access_log"});
   if (!top) return;
   if (const Item* v = top->Value("listen")) {
     if (auto endpoint = Endpoint(*v)) config.listen = *endpoint;
@@ -474,6 +475,19 @@ void Loader::LoadDocument(const Item& root, Config& config) {
     // An empty string says "no gRPC listener" as plainly as leaving the key out.
     if (!(v->node.IsScalar() && v->node.Scalar().empty())) {
       if (auto endpoint = Endpoint(*v)) config.grpc_listen = *endpoint;
+    }
+  }
+  if (const Item* v = top->Value("envoy_ratelimit_configs")) {
+    if (const std::optional<std::vector<Item>> paths = List(*v)) {
+      for (const Item& path : *paths) {
+        const std::optional<std::string> text = String(path);
+        if (!text) continue;
+        if (text->empty()) {
+          Error(path, "expected a file or directory of envoyproxy/ratelimit configs");
+          continue;
+        }
+        config.envoy_ratelimit_configs.push_back(*text);
+      }
     }
   }
   if (const Item* v = top->Value("workers")) {

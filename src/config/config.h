@@ -150,6 +150,9 @@ struct Config {
   net::Endpoint listen;        // default 0.0.0.0:8080
   net::Endpoint admin_listen;  // default 127.0.0.1:9090
   std::optional<net::Endpoint> grpc_listen;
+  // Files or directories (every *.yaml/*.yml in it) in envoyproxy/ratelimit's own
+  // format, served on grpc_listen (docs/decision-api.md); paths as given, like tls's.
+  std::vector<std::string> envoy_ratelimit_configs;
   unsigned workers = 0;  // 0 = one per core
   HttpLimits http;
   TlsConfig tls;

@@ -69,6 +69,25 @@ uint16_t BoundPort(int fd) {
   return ntohs(reinterpret_cast<sockaddr_in6*>(&address)->sin6_port);
 }
 
+// The envoyproxy/ratelimit configs that `config` names; false with every error, one per
+// line, in `errors`. No paths: no limits (every descriptor is answered OK).
+bool LoadRlsConfig(const config::Config& config,
+                   std::shared_ptr<const rls::RateLimitConfig>* loaded, std::string* errors) {
+  if (config.envoy_ratelimit_configs.empty()) {
+    const rls::LoadResult none = rls::RateLimitConfig::Load({});
+    *loaded = none.config;
+    return true;
+  }
+  rls::LoadResult result = rls::RateLimitConfig::LoadPaths(config.envoy_ratelimit_configs);
+  if (!result.errors.empty()) {
+    for (const config::ConfigError& e : result.errors) *errors += e.ToString() + "\n";
+    errors->pop_back();
+    return false;
+  }
+  *loaded = std::move(result.config);
+  return true;
+}
+
 http::ProtocolLimits LimitsOf(const config::Config& config) {
   http::ProtocolLimits limits;
   limits.max_header_bytes = config.http.max_header_bytes;
@@ -1040,9 +1059,16 @@ std::string Server::Start() {
     tls_ = net::TlsServerContext::Load(config.tls.cert_file, config.tls.key_file, &tls_error);
     if (tls_ == nullptr) return tls_error;
   }
+  std::shared_ptr<const rls::RateLimitConfig> rls_config;
   if (config.grpc_listen) {
-    fmt::print(stderr,
-               "sluice: warning: grpc_listen is not implemented in this version; ignored\n");
+    if (config.store.backend == config::StoreConfig::Backend::kRedis) {
+      // The service decides on gRPC's threads, which the Redis store (one per event
+      // loop) cannot serve yet.
+      return "grpc_listen: Envoy's rate limit service works with store.backend: memory "
+             "only in this version";
+    }
+    std::string errors;
+    if (!LoadRlsConfig(config, &rls_config, &errors)) return errors;
   }
 
   std::string error;
@@ -1056,6 +1082,19 @@ std::string Server::Start() {
       config.store.backend == config::StoreConfig::Backend::kRedis ? "redis" : "memory");
   registry_.reloads_succeeded.Add();
   Publish(startup_config_);
+
+  std::string grpc_at;
+  if (config.grpc_listen) {
+    rls_decider_ = std::make_unique<rls::RlsDecider>(*store_, rls_clock_);
+    rls_decider_->SetConfig(std::move(rls_config));
+    rls_server_ = std::make_unique<rls::RlsServer>(*rls_decider_);
+    if (std::string rls_error = rls_server_->Start(*config.grpc_listen); !rls_error.empty()) {
+      return rls_error;
+    }
+    net::Endpoint bound = *config.grpc_listen;
+    bound.port = rls_server_->port();
+    grpc_at = fmt::format("grpc on {}, ", bound.ToString());
+  }
 
   unsigned worker_count = config.workers;
   if (worker_count == 0) worker_count = std::max(1u, std::thread::hardware_concurrency());
@@ -1089,8 +1128,8 @@ std::string Server::Start() {
   admin_thread_ = std::thread([this] { admin_->Run(); });
 
   // Tests and scripts read this line to learn the ports chosen for port 0.
-  fmt::print(stderr, "sluice: listening on {} ({} workers), admin on {}, config {}\n",
-             listen_at.ToString(), worker_count, admin_at.ToString(), config.source);
+  fmt::print(stderr, "sluice: listening on {} ({} workers), admin on {}, {}config {}\n",
+             listen_at.ToString(), worker_count, admin_at.ToString(), grpc_at, config.source);
   return "";
 }
 
@@ -1118,6 +1157,15 @@ std::string Server::Reload() {
                "sluice: reload: listen, admin_listen, workers and store settings take effect on "
                "restart; the rest applies now\n");
   }
+  std::shared_ptr<const rls::RateLimitConfig> rls_config;
+  if (rls_decider_ != nullptr) {
+    std::string errors;
+    if (!LoadRlsConfig(next, &rls_config, &errors)) {
+      registry_.reloads_failed.Add();
+      fmt::print(stderr, "sluice: reload refused, the running config stays:\n{}\n", errors);
+      return errors;
+    }
+  }
   std::string error;
   std::shared_ptr<const LogFile> log = OpenAccessLog(next.access_log, access_log(), &error);
   if (!error.empty()) {
@@ -1130,6 +1178,7 @@ std::string Server::Reload() {
     access_log_ = std::move(log);  // workers switch when they see the new policy version
   }
   Publish(loaded.config);
+  if (rls_decider_ != nullptr) rls_decider_->SetConfig(std::move(rls_config));
   registry_.reloads_succeeded.Add();
   fmt::print(stderr, "sluice: reloaded {} ({} rules)\n", next.source, next.rules.size());
   return "";
@@ -1153,6 +1202,7 @@ int Server::Run() {
   threads_.clear();
   admin_->loop().Stop();
   admin_thread_.join();
+  if (rls_server_ != nullptr) rls_server_->Stop();
   fmt::print(stderr, "sluice: stopped\n");
   return 0;
 }

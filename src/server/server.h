@@ -23,6 +23,7 @@
 #include "gate/gate.h"
 #include "metrics/metrics.h"
 #include "net/tls.h"
+#include "rls/rls_service.h"
 #include "store/memory_store.h"
 
 namespace sluice::server {
@@ -103,6 +104,11 @@ class Server {
   std::vector<std::thread> threads_;
   std::unique_ptr<AdminServer> admin_;
   std::thread admin_thread_;
+
+  // grpc_listen: Envoy's rate limit service on the envoy_ratelimit_configs limits.
+  SteadyClock rls_clock_;
+  std::unique_ptr<rls::RlsDecider> rls_decider_;
+  std::unique_ptr<rls::RlsServer> rls_server_;
 };
 
 }  // namespace sluice::server

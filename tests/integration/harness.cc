@@ -263,6 +263,17 @@ SluiceProcess::SluiceProcess(std::string_view config_yaml, Millis start_timeout)
       }
       port_ = *port;
       admin_port_ = *admin;
+      // "grpc on 127.0.0.1:PORT, " when grpc_listen is set.
+      if (const size_t grpc_at = line.find("grpc on "); grpc_at != std::string_view::npos) {
+        const size_t grpc_start = grpc_at + std::string_view("grpc on ").size();
+        const std::optional<uint16_t> grpc =
+            PortOf(line.substr(grpc_start, line.find(',', grpc_start) - grpc_start));
+        if (!grpc) {
+          error_ = "cannot parse the start-up line: " + std::string(line);
+          return;
+        }
+        grpc_port_ = *grpc;
+      }
       started_ = true;
       return;
     }

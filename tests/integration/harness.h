@@ -89,6 +89,7 @@ class SluiceProcess {
   pid_t pid() const { return pid_; }
   uint16_t port() const { return port_; }
   uint16_t admin_port() const { return admin_port_; }
+  uint16_t grpc_port() const { return grpc_port_; }  // 0 without grpc_listen
   const std::string& config_path() const { return config_path_; }
   const TempDir& dir() const { return dir_; }
 
@@ -114,6 +115,7 @@ class SluiceProcess {
   std::string error_;
   uint16_t port_ = 0;
   uint16_t admin_port_ = 0;
+  uint16_t grpc_port_ = 0;
 };
 
 // Polls `condition` every few milliseconds until it holds or `timeout` passes.

@@ -1,0 +1,307 @@
+#include "rls/rls_service.h"
+
+#include <fmt/format.h>
+#include <grpcpp/grpcpp.h>
+#include <xxhash.h>
+
+#include <algorithm>
+#include <vector>
+
+#include "envoy/service/ratelimit/v3/rls.grpc.pb.h"
+#include "envoy/service/ratelimit/v3/rls.pb.h"
+#include "http/ascii.h"
+
+namespace sluice::rls {
+namespace {
+
+using envoy::service::ratelimit::v3::RateLimitRequest;
+using envoy::service::ratelimit::v3::RateLimitResponse;
+using RateLimitDescriptor = envoy::extensions::common::ratelimit::v3::RateLimitDescriptor;
+
+// The store key's "rule" part: the store puts rule names and client keys apart with
+// this byte, which no domain may then contain (it is replaced).
+constexpr char kRuleSeparator = '\x1f';
+
+RateLimitResponse::RateLimit::Unit ResponseUnit(Unit unit) {
+  switch (unit) {
+    case Unit::kSecond:
+      return RateLimitResponse::RateLimit::SECOND;
+    case Unit::kMinute:
+      return RateLimitResponse::RateLimit::MINUTE;
+    case Unit::kHour:
+      return RateLimitResponse::RateLimit::HOUR;
+    case Unit::kDay:
+      return RateLimitResponse::RateLimit::DAY;
+    case Unit::kWeek:
+      return RateLimitResponse::RateLimit::WEEK;
+    case Unit::kMonth:
+      return RateLimitResponse::RateLimit::MONTH;
+    case Unit::kYear:
+      return RateLimitResponse::RateLimit::YEAR;
+  }
+  return RateLimitResponse::RateLimit::UNKNOWN;
+}
+
+// The override's unit (envoy.type.v3.RateLimitUnit has the same numbers); nullopt for
+// UNKNOWN or a number this build does not know.
+std::optional<Unit> OverrideUnit(int unit) {
+  switch (unit) {
+    case 1:
+      return Unit::kSecond;
+    case 2:
+      return Unit::kMinute;
+    case 3:
+      return Unit::kHour;
+    case 4:
+      return Unit::kDay;
+    case 5:
+      return Unit::kMonth;
+    case 6:
+      return Unit::kYear;
+    case 7:
+      return Unit::kWeek;
+    default:
+      return std::nullopt;
+  }
+}
+
+// An RFC 9651 string item: printable ASCII, with '"' and '\' escaped (anything else
+// becomes '?': a config value could hold it, a header must not).
+void AppendSfString(std::string& out, std::string_view text) {
+  out += '"';
+  for (const char c : text) {
+    if (c == '"' || c == '\\') {
+      out += '\\';
+      out += c;
+    } else {
+      out += c >= 0x20 && c < 0x7f ? c : '?';
+    }
+  }
+  out += '"';
+}
+
+int64_t CeilSeconds(Duration d) {
+  const int64_t ns = std::chrono::nanoseconds(d).count();
+  return ns <= 0 ? 0 : (ns + 999'999'999) / 1'000'000'000;
+}
+
+// One descriptor's part in a request: what was decided, for the answer's fields.
+struct Decided final : Store::Completion {
+  Decision decision;
+  void OnDecision(const Decision& d) override { decision = d; }
+};
+
+// What one descriptor is limited by: the config's limit, or the caller's override.
+struct Applied {
+  const RlsLimit* configured = nullptr;
+  RlsLimit overridden;  // when the descriptor carries its own limit
+  const RlsLimit* limit = nullptr;
+};
+
+// Per thread: gRPC runs calls on its own threads, and these grow to the largest
+// request seen and are reused, so a call allocates little beyond the protobufs.
+struct Scratch {
+  std::vector<Entry> entries;
+  std::vector<size_t> entry_starts;  // each descriptor's first entry in `entries`
+  std::vector<const RlsLimit*> matched;
+  std::vector<Applied> applied;
+  std::string key;
+  std::string counted;
+  std::string policy_field;
+  std::string limit_field;
+};
+
+}  // namespace
+
+void RlsDecider::SetConfig(std::shared_ptr<const RateLimitConfig> config) {
+  std::lock_guard lock(config_mutex_);
+  config_ = std::move(config);
+}
+
+std::shared_ptr<const RateLimitConfig> RlsDecider::config() const {
+  std::lock_guard lock(config_mutex_);
+  return config_;
+}
+
+void RlsDecider::Decide(const RateLimitRequest& request, RateLimitResponse& response) const {
+  thread_local Scratch s;
+  response.Clear();
+  const std::shared_ptr<const RateLimitConfig> config = this->config();
+  const std::string& domain = request.domain();
+  const size_t count = static_cast<size_t>(request.descriptors_size());
+
+  // Every descriptor's limit first: `replaces` reads the whole set.
+  s.entries.clear();
+  s.entry_starts.clear();
+  s.matched.assign(count, nullptr);
+  s.applied.resize(count);
+  for (size_t i = 0; i < count; ++i) {
+    const RateLimitDescriptor& descriptor = request.descriptors(static_cast<int>(i));
+    s.entry_starts.push_back(s.entries.size());
+    for (const RateLimitDescriptor::Entry& entry : descriptor.entries()) {
+      s.entries.emplace_back(entry.key(), entry.value());
+    }
+    const std::span<const Entry> entries(s.entries.data() + s.entry_starts[i],
+                                         s.entries.size() - s.entry_starts[i]);
+    Applied& applied = s.applied[i];
+    applied = Applied{};
+    applied.configured = config == nullptr ? nullptr : config->Match(domain, entries);
+    s.matched[i] = applied.configured;
+    applied.limit = applied.configured;
+    if (descriptor.has_limit()) {
+      // The caller's limit for this descriptor, as the service applies it: its rate
+      // in place of the configured one (the configured name, if any, stays).
+      const std::optional<Unit> unit = OverrideUnit(descriptor.limit().unit());
+      if (unit) {
+        RlsLimit& o = applied.overridden;
+        if (applied.configured != nullptr) o = *applied.configured;
+        o.unlimited = false;
+        o.requests_per_unit = descriptor.limit().requests_per_unit();
+        o.unit = *unit;
+        o.algorithm = applied.configured != nullptr && !applied.configured->unlimited
+                          ? applied.configured->algorithm
+                          : Algorithm::kFixedWindow;
+        o.limit = Limit::PerPeriod(o.requests_per_unit, UnitDuration(*unit));
+        if (o.full_key.empty()) o.full_key = domain;
+        applied.limit = &o;
+      }
+    }
+  }
+
+  const Timestamp now = clock_.Now();
+  const uint64_t request_hits = request.hits_addend() == 0 ? 1 : request.hits_addend();
+  bool over = false;
+  Duration retry_after{0};
+  s.policy_field.clear();
+  s.limit_field.clear();
+  for (size_t i = 0; i < count; ++i) {
+    const RateLimitDescriptor& descriptor = request.descriptors(static_cast<int>(i));
+    RateLimitResponse::DescriptorStatus* status = response.add_statuses();
+    status->set_code(RateLimitResponse::OK);
+    const RlsLimit* limit = s.applied[i].limit;
+    if (limit == nullptr || limit->unlimited) continue;
+    if (s.applied[i].configured != nullptr && limit == s.applied[i].configured &&
+        IsReplaced(s.matched, *limit)) {
+      continue;
+    }
+    const uint64_t hits = descriptor.has_hits_addend()
+                              ? std::min<uint64_t>(descriptor.hits_addend().value(), kMaxQuantity)
+                              : request_hits;
+
+    // The counter: the domain, then a hash of the entries (lengths included, so no two
+    // lists of entries read alike).
+    s.counted.clear();
+    const size_t first = s.entry_starts[i];
+    const size_t end = i + 1 < count ? s.entry_starts[i + 1] : s.entries.size();
+    for (size_t e = first; e < end; ++e) {
+      fmt::format_to(std::back_inserter(s.counted), "{}:{}={}:{};", s.entries[e].first.size(),
+                     s.entries[e].first, s.entries[e].second.size(), s.entries[e].second);
+    }
+    const XXH128_hash_t hash = XXH3_128bits(s.counted.data(), s.counted.size());
+    s.key.assign("rls:");
+    for (const char c : domain) s.key += c == kRuleSeparator ? '_' : c;
+    s.key += kRuleSeparator;
+    s.key.append(reinterpret_cast<const char*>(&hash), sizeof(hash));
+
+    Decided decided;
+    store_.Decide(StoreRequest{s.key, limit->algorithm, limit->limit, hits}, now, decided);
+    const Decision& d = decided.decision;
+
+    const bool limited = !d.allowed;
+    status->set_code(limited && !limit->shadow_mode ? RateLimitResponse::OVER_LIMIT
+                                                    : RateLimitResponse::OK);
+    RateLimitResponse::RateLimit* current = status->mutable_current_limit();
+    current->set_name(limit->name);
+    current->set_requests_per_unit(limit->requests_per_unit);
+    current->set_unit(ResponseUnit(limit->unit));
+    status->set_limit_remaining(static_cast<uint32_t>(std::min<uint64_t>(d.remaining, UINT32_MAX)));
+    const int64_t reset_ns = std::chrono::nanoseconds(d.reset_after).count();
+    status->mutable_duration_until_reset()->set_seconds(reset_ns / 1'000'000'000);
+    status->mutable_duration_until_reset()->set_nanos(
+        static_cast<int32_t>(reset_ns % 1'000'000'000));
+    if (limited && !limit->shadow_mode) {
+      over = true;
+      if (d.retry_after != Decision::kNever) retry_after = std::max(retry_after, d.retry_after);
+    }
+
+    const std::string_view name = limit->name.empty() ? limit->full_key : limit->name;
+    if (!s.policy_field.empty()) {
+      s.policy_field += ", ";
+      s.limit_field += ", ";
+    }
+    AppendSfString(s.policy_field, name);
+    s.policy_field += ";q=";
+    http::AppendDecimal(s.policy_field, limit->limit.limit);
+    s.policy_field += ";w=";
+    http::AppendDecimal(s.policy_field, static_cast<uint64_t>(std::max<int64_t>(
+                                            1, CeilSeconds(limit->limit.period))));
+    AppendSfString(s.limit_field, name);
+    s.limit_field += ";r=";
+    http::AppendDecimal(s.limit_field, d.remaining);
+    s.limit_field += ";t=";
+    http::AppendDecimal(s.limit_field, static_cast<uint64_t>(CeilSeconds(d.reset_after)));
+  }
+  response.set_overall_code(over ? RateLimitResponse::OVER_LIMIT : RateLimitResponse::OK);
+  if (!s.policy_field.empty()) {
+    auto* policy = response.add_response_headers_to_add();
+    policy->set_key("RateLimit-Policy");
+    policy->set_value(s.policy_field);
+    auto* limit = response.add_response_headers_to_add();
+    limit->set_key("RateLimit");
+    limit->set_value(s.limit_field);
+  }
+  if (over && retry_after > Duration(0)) {
+    auto* header = response.add_response_headers_to_add();
+    header->set_key("Retry-After");
+    header->set_value(std::to_string(std::max<int64_t>(1, CeilSeconds(retry_after))));
+  }
+}
+
+// --- the gRPC server ---------------------------------------------------------------------
+
+// The callback API: each call is decided on the gRPC thread that received it and
+// finished at once (the memory store answers before Decide returns).
+class RlsServer::Service final
+    : public envoy::service::ratelimit::v3::RateLimitService::CallbackService {
+ public:
+  explicit Service(RlsDecider& decider) : decider_(decider) {}
+
+  grpc::ServerUnaryReactor* ShouldRateLimit(grpc::CallbackServerContext* context,
+                                            const RateLimitRequest* request,
+                                            RateLimitResponse* response) override {
+    decider_.Decide(*request, *response);
+    grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+    reactor->Finish(grpc::Status::OK);
+    return reactor;
+  }
+
+ private:
+  RlsDecider& decider_;
+};
+
+RlsServer::RlsServer(RlsDecider& decider) : decider_(decider) {}
+
+RlsServer::~RlsServer() { Stop(); }
+
+std::string RlsServer::Start(const net::Endpoint& endpoint) {
+  service_ = std::make_unique<Service>(decider_);
+  grpc::ServerBuilder builder;
+  int port = 0;
+  builder.AddListeningPort(endpoint.ToString(), grpc::InsecureServerCredentials(), &port);
+  builder.RegisterService(service_.get());
+  server_ = builder.BuildAndStart();
+  if (server_ == nullptr || port == 0) {
+    server_.reset();
+    return fmt::format("grpc_listen {}: cannot listen there", endpoint.ToString());
+  }
+  port_ = static_cast<uint16_t>(port);
+  return "";
+}
+
+void RlsServer::Stop() {
+  if (server_ == nullptr) return;
+  server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  server_.reset();
+}
+
+}  // namespace sluice::rls
