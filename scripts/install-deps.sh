@@ -5,7 +5,7 @@ set -euo pipefail
 
 packages=(
   g++ cmake ninja-build ccache pkg-config make
-  libgtest-dev libgmock-dev libbenchmark-dev
+  libgtest-dev libgmock-dev libbenchmark-dev nlohmann-json3-dev
   libfmt-dev libcli11-dev libxxhash-dev libhttp-parser-dev libyaml-cpp-dev libsimdjson-dev
   libhiredis-dev redis-server libssl-dev openssl curl liburing-dev
   nginx  # tests/integration/nginx_auth_test.cc: sluice as nginx's auth_request service
