@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "config/config.h"
+#include "rls/ratelimit_config.h"
 #include "server/server.h"
 #include "sim/simulate.h"
 #include "sluice/limiter.h"
@@ -194,7 +195,20 @@ Command AddCheckConfig(CLI::App& root) {
                      PrintErrors(loaded.errors);
                      return 1;
                    }
-                   fmt::print("{}: ok ({} rules)\n", *path, loaded.config->rules.size());
+                   // The envoyproxy/ratelimit files it names are part of the config.
+                   const std::vector<std::string>& rls = loaded.config->envoy_ratelimit_configs;
+                   size_t rls_limits = 0;
+                   if (!rls.empty()) {
+                     const rls::LoadResult rls_loaded = rls::RateLimitConfig::LoadPaths(rls);
+                     if (!rls_loaded.errors.empty()) {
+                       PrintErrors(rls_loaded.errors);
+                       return 1;
+                     }
+                     rls_limits = rls_loaded.config->limits().size();
+                   }
+                   fmt::print("{}: ok ({} rules", *path, loaded.config->rules.size());
+                   if (!rls.empty()) fmt::print(", {} envoy rate limits", rls_limits);
+                   fmt::print(")\n");
                    return 0;
                  }};
 }
