@@ -37,9 +37,18 @@ class Clock {
   virtual Timestamp Now() const = 0;
 };
 
-// Monotonic time since boot (CLOCK_MONOTONIC). The only place in sluice that reads
-// std::chrono::steady_clock.
+// Monotonic time since boot (CLOCK_MONOTONIC). With SystemClock, the only places in
+// sluice that read std::chrono's clocks.
 class SteadyClock final : public Clock {
+ public:
+  Timestamp Now() const override;
+};
+
+// Wall-clock time since the Unix epoch (CLOCK_REALTIME): for counters whose windows
+// must line up with other services' (Envoy's rate limit service starts its windows on
+// multiples of the unit since the epoch). It may step; the algorithms treat a step
+// back as no time passing.
+class SystemClock final : public Clock {
  public:
   Timestamp Now() const override;
 };

@@ -123,9 +123,12 @@ std::shared_ptr<const RateLimitConfig> RlsDecider::config() const {
   return config_;
 }
 
-void RlsDecider::Decide(const RateLimitRequest& request, RateLimitResponse& response) const {
+std::string RlsDecider::Decide(const RateLimitRequest& request, RateLimitResponse& response) const {
   thread_local Scratch s;
   response.Clear();
+  // As envoyproxy/ratelimit: a call without these is an error, not an empty answer.
+  if (request.domain().empty()) return "rate limit domain must not be empty";
+  if (request.descriptors_size() == 0) return "rate limit descriptor list must not be empty";
   const std::shared_ptr<const RateLimitConfig> config = this->config();
   const std::string& domain = request.domain();
   const size_t count = static_cast<size_t>(request.descriptors_size());
@@ -148,13 +151,17 @@ void RlsDecider::Decide(const RateLimitRequest& request, RateLimitResponse& resp
     applied.configured = config == nullptr ? nullptr : config->Match(domain, entries);
     s.matched[i] = applied.configured;
     applied.limit = applied.configured;
-    if (descriptor.has_limit()) {
-      // The caller's limit for this descriptor, as the service applies it: its rate
-      // in place of the configured one (the configured name, if any, stays).
+    if (descriptor.has_limit() && config != nullptr && config->HasDomain(domain)) {
+      // The caller's limit for this descriptor, as the service applies it: its rate in
+      // place of the configured one, unnamed, never in shadow mode, counted under the
+      // same entries; in a domain the config does not know, nothing applies.
       const std::optional<Unit> unit = OverrideUnit(descriptor.limit().unit());
       if (unit) {
         RlsLimit& o = applied.overridden;
-        if (applied.configured != nullptr) o = *applied.configured;
+        o = applied.configured != nullptr ? *applied.configured : RlsLimit{};
+        o.name.clear();
+        o.replaces.clear();
+        o.shadow_mode = false;
         o.unlimited = false;
         o.requests_per_unit = descriptor.limit().requests_per_unit();
         o.unit = *unit;
@@ -179,7 +186,12 @@ void RlsDecider::Decide(const RateLimitRequest& request, RateLimitResponse& resp
     RateLimitResponse::DescriptorStatus* status = response.add_statuses();
     status->set_code(RateLimitResponse::OK);
     const RlsLimit* limit = s.applied[i].limit;
-    if (limit == nullptr || limit->unlimited) continue;
+    if (limit == nullptr) continue;
+    if (limit->unlimited) {
+      // The service's documented answer for an unlimited descriptor (README Example 5).
+      status->set_limit_remaining(UINT32_MAX);
+      continue;
+    }
     if (s.applied[i].configured != nullptr && limit == s.applied[i].configured &&
         IsReplaced(s.matched, *limit)) {
       continue;
@@ -215,7 +227,16 @@ void RlsDecider::Decide(const RateLimitRequest& request, RateLimitResponse& resp
     current->set_requests_per_unit(limit->requests_per_unit);
     current->set_unit(ResponseUnit(limit->unit));
     status->set_limit_remaining(static_cast<uint32_t>(std::min<uint64_t>(d.remaining, UINT32_MAX)));
-    const int64_t reset_ns = std::chrono::nanoseconds(d.reset_after).count();
+    // For a fixed window, the time to the window's end even when nothing is counted
+    // in it yet (the algorithm calls a window with room for all "whole", reset 0); the
+    // field is the window's, as the service reports it.
+    Duration reset = d.reset_after;
+    if (limit->algorithm == Algorithm::kFixedWindow && reset == Duration(0) &&
+        limit->limit.period > Duration(0)) {
+      const int64_t period = std::chrono::nanoseconds(limit->limit.period).count();
+      reset = Duration(period - ToNanos(now) % period);
+    }
+    const int64_t reset_ns = std::chrono::nanoseconds(reset).count();
     status->mutable_duration_until_reset()->set_seconds(reset_ns / 1'000'000'000);
     status->mutable_duration_until_reset()->set_nanos(
         static_cast<int32_t>(reset_ns % 1'000'000'000));
@@ -239,7 +260,7 @@ void RlsDecider::Decide(const RateLimitRequest& request, RateLimitResponse& resp
     s.limit_field += ";r=";
     http::AppendDecimal(s.limit_field, d.remaining);
     s.limit_field += ";t=";
-    http::AppendDecimal(s.limit_field, static_cast<uint64_t>(CeilSeconds(d.reset_after)));
+    http::AppendDecimal(s.limit_field, static_cast<uint64_t>(CeilSeconds(reset)));
   }
   response.set_overall_code(over ? RateLimitResponse::OVER_LIMIT : RateLimitResponse::OK);
   if (!s.policy_field.empty()) {
@@ -255,6 +276,7 @@ void RlsDecider::Decide(const RateLimitRequest& request, RateLimitResponse& resp
     header->set_key("Retry-After");
     header->set_value(std::to_string(std::max<int64_t>(1, CeilSeconds(retry_after))));
   }
+  return "";
 }
 
 // --- the gRPC server ---------------------------------------------------------------------
@@ -269,9 +291,10 @@ class RlsServer::Service final
   grpc::ServerUnaryReactor* ShouldRateLimit(grpc::CallbackServerContext* context,
                                             const RateLimitRequest* request,
                                             RateLimitResponse* response) override {
-    decider_.Decide(*request, *response);
+    const std::string error = decider_.Decide(*request, *response);
     grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-    reactor->Finish(grpc::Status::OK);
+    reactor->Finish(error.empty() ? grpc::Status::OK
+                                  : grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, error));
     return reactor;
   }
 

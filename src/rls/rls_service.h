@@ -49,9 +49,10 @@ class RlsDecider {
   void SetConfig(std::shared_ptr<const RateLimitConfig> config);
   std::shared_ptr<const RateLimitConfig> config() const;
 
-  // Fills `response` (cleared first) for `request`.
-  void Decide(const envoy::service::ratelimit::v3::RateLimitRequest& request,
-              envoy::service::ratelimit::v3::RateLimitResponse& response) const;
+  // Fills `response` (cleared first) for `request`; or, for a request the service
+  // refuses (no domain, no descriptors), returns why and leaves `response` empty.
+  std::string Decide(const envoy::service::ratelimit::v3::RateLimitRequest& request,
+                     envoy::service::ratelimit::v3::RateLimitResponse& response) const;
 
  private:
   Store& store_;

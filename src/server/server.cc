@@ -1085,7 +1085,8 @@ std::string Server::Start() {
 
   std::string grpc_at;
   if (config.grpc_listen) {
-    rls_decider_ = std::make_unique<rls::RlsDecider>(*store_, rls_clock_);
+    rls_store_ = std::make_unique<store::MemoryStore>(store_options);
+    rls_decider_ = std::make_unique<rls::RlsDecider>(*rls_store_, rls_clock_);
     rls_decider_->SetConfig(std::move(rls_config));
     rls_server_ = std::make_unique<rls::RlsServer>(*rls_decider_);
     if (std::string rls_error = rls_server_->Start(*config.grpc_listen); !rls_error.empty()) {

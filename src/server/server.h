@@ -105,8 +105,11 @@ class Server {
   std::unique_ptr<AdminServer> admin_;
   std::thread admin_thread_;
 
-  // grpc_listen: Envoy's rate limit service on the envoy_ratelimit_configs limits.
-  SteadyClock rls_clock_;
+  // grpc_listen: Envoy's rate limit service on the envoy_ratelimit_configs limits. Its
+  // own store: its counters run on wall-clock time (windows on the Unix epoch, as the
+  // service's), and one store's expiry must not compare timestamps of two clocks.
+  SystemClock rls_clock_;
+  std::unique_ptr<store::MemoryStore> rls_store_;
   std::unique_ptr<rls::RlsDecider> rls_decider_;
   std::unique_ptr<rls::RlsServer> rls_server_;
 };

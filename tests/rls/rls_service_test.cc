@@ -166,11 +166,35 @@ TEST_F(RlsDeciderTest, UnlimitedNoLimitAndUnknownDomainAreOkWithoutCounting) {
     EXPECT_EQ(r.overall_code(), RateLimitResponse::OK);
     EXPECT_FALSE(r.statuses(0).has_current_limit());
     EXPECT_FALSE(r.statuses(1).has_current_limit());
+    // The service's documented answer for unlimited: all remains (README Example 5);
+    // for no limit at all, 0.
+    EXPECT_EQ(r.statuses(0).limit_remaining(), UINT32_MAX);
+    EXPECT_EQ(r.statuses(1).limit_remaining(), 0u);
   }
   const RateLimitResponse unknown =
       Ask(Request("nowhere", {Descriptor({{"remote_address", "1.2.3.4"}})}));
   EXPECT_EQ(unknown.overall_code(), RateLimitResponse::OK);
   EXPECT_FALSE(unknown.statuses(0).has_current_limit());
+}
+
+TEST_F(RlsDeciderTest, NoDomainOrNoDescriptorsIsAnErrorAsInTheService) {
+  RateLimitResponse response;
+  EXPECT_EQ(decider_.Decide(Request("", {Descriptor({{"remote_address", "1"}})}), response),
+            "rate limit domain must not be empty");
+  EXPECT_EQ(decider_.Decide(Request("edge", {}), response),
+            "rate limit descriptor list must not be empty");
+  EXPECT_EQ(decider_.Decide(Request("edge", {Descriptor({{"remote_address", "1"}})}), response),
+            "");
+}
+
+TEST_F(RlsDeciderTest, AFixedWindowReportsTheTimeToItsEndEvenBeforeAnythingIsCounted) {
+  clock_.Advance(20s);
+  RateLimitDescriptor look = Descriptor({{"remote_address", "fresh"}});
+  look.mutable_hits_addend()->set_value(0);
+  const RateLimitResponse r = Ask(Request("edge", {look}));
+  EXPECT_EQ(r.statuses(0).limit_remaining(), 3u);
+  EXPECT_EQ(r.statuses(0).duration_until_reset().seconds(), 40);
+  EXPECT_EQ(Header(r, "RateLimit"), "\"edge.remote_address\";r=3;t=40");
 }
 
 TEST_F(RlsDeciderTest, ShadowModeCountsButAnswersOk) {
@@ -220,7 +244,11 @@ TEST_F(RlsDeciderTest, ADescriptorsOwnLimitOverridesTheConfiguredOne) {
   EXPECT_EQ(r.statuses(0).current_limit().requests_per_unit(), 10u);
   EXPECT_EQ(r.statuses(0).current_limit().unit(), RateLimitResponse::RateLimit::HOUR);
   EXPECT_EQ(r.statuses(0).limit_remaining(), 9u);
-  // Also where the config has no limit at all.
+  EXPECT_EQ(r.statuses(0).current_limit().name(), "") << "an override is unnamed";
+  // In a domain the config does not know, nothing applies, override or not.
+  RateLimitDescriptor elsewhere = d;
+  EXPECT_FALSE(Ask(Request("nowhere", {elsewhere})).statuses(0).has_current_limit());
+  // Where the config has no limit for the entries, the override is the limit.
   RateLimitDescriptor free = Descriptor({{"anything", "x"}});
   free.mutable_limit()->set_requests_per_unit(1);
   free.mutable_limit()->set_unit(envoy::type::v3::DAY);
