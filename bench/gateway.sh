@@ -83,56 +83,13 @@ CLK_TCK=$(getconf CLK_TCK)
 RUN_SECONDS=$(duration_s "$DURATION")
 
 # ---- work directory, and stopping everything we start -----------------------------
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/sluice-gateway.XXXXXX")
-STARTED=()  # PIDs of servers started and not yet stopped
-WRK_PID=    # the wrk run under way, if any
-PERF_PID=   # the perf stat under way, if any
-cleanup() {
-  local pid
-  [ -z "$WRK_PID" ] || kill -TERM "$WRK_PID" 2>/dev/null || true
-  [ -z "$PERF_PID" ] || kill -INT "$PERF_PID" 2>/dev/null || true
-  for pid in "${STARTED[@]}"; do
-    kill -TERM "$pid" 2>/dev/null || true
-  done
-  for pid in "${STARTED[@]}"; do
-    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$pid" 2>/dev/null || true
-  done
-  if [ "$KEEP" = 1 ]; then echo "work directory kept: $WORK" >&2; else rm -rf "$WORK"; fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+bench_setup gateway
 
 # The binary measured: a copy, so that a rebuild by someone else during the run (the
 # build directory is shared) cannot swap it between rounds.
 mkdir -p "$WORK/bin"
 cp "$SLUICE_BUILT" "$WORK/bin/sluice"
 SLUICE="$WORK/bin/sluice"
-
-cpu_ticks() {  # utime+stime (fields 14 and 15 of /proc/PID/stat) summed over PIDs
-  # Drop "PID (comm) " first (comm may hold spaces): then state is $1, utime $12.
-  # A PID that is gone counts nothing (the caller reports a server that died).
-  local pid
-  for pid in "$@"; do cat "/proc/$pid/stat" 2>/dev/null || true; done |
-    awk '{ sub(/^.*\) /, ""); s += $12 + $13 } END { print s + 0 }'
-}
-
-user_ticks() {  # utime alone: how much of the CPU time is the server's own code
-  local pid
-  for pid in "$@"; do cat "/proc/$pid/stat" 2>/dev/null || true; done |
-    awk '{ sub(/^.*\) /, ""); s += $12 } END { print s + 0 }'
-}
-
-nginx_workers() {  # nginx_workers MASTER_PID: the PIDs of its (one) worker
-  local workers=()
-  for _ in $(seq 50); do
-    mapfile -t workers < <(pgrep -P "$1")
-    [ ${#workers[@]} -ge 1 ] && break
-    sleep 0.1
-  done
-  [ ${#workers[@]} -eq 1 ] || { echo "error: nginx has ${#workers[@]} workers, expected 1" >&2; exit 1; }
-  echo "${workers[0]}"
-}
 
 # launch NAME DIR PORT COMMAND...: starts COMMAND in the background, waits until it
 # listens on PORT; sets LAUNCHED (its PID).

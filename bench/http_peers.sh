@@ -52,38 +52,8 @@ CLK_TCK=$(getconf CLK_TCK)
 RUN_SECONDS=$(duration_s "$DURATION")
 
 # ---- work directory, and stopping everything we start -----------------------------
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/sluice-http-peers.XXXXXX")
-STARTED=()  # PIDs of servers started and not yet stopped
-WRK_PID=    # the wrk run under way, if any
-cleanup() {
-  local pid
-  [ -z "$WRK_PID" ] || kill -TERM "$WRK_PID" 2>/dev/null || true
-  for pid in "${STARTED[@]}"; do
-    kill -TERM "$pid" 2>/dev/null || true
-  done
-  for pid in "${STARTED[@]}"; do
-    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$pid" 2>/dev/null || true
-  done
-  if [ "$KEEP" = 1 ]; then echo "work directory kept: $WORK" >&2; else rm -rf "$WORK"; fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+bench_setup http-peers
 
-
-cpu_ticks() {  # utime+stime (fields 14 and 15 of /proc/PID/stat) summed over PIDs
-  # Drop "PID (comm) " first (comm may hold spaces): then state is $1, utime $12.
-  # A PID that is gone counts nothing (the caller reports a server that died).
-  local pid
-  for pid in "$@"; do cat "/proc/$pid/stat" 2>/dev/null || true; done |
-    awk '{ sub(/^.*\) /, ""); s += $12 + $13 } END { print s + 0 }'
-}
-
-user_ticks() {  # utime alone: how much of the CPU time is the server's own code
-  local pid
-  for pid in "$@"; do cat "/proc/$pid/stat" 2>/dev/null || true; done |
-    awk '{ sub(/^.*\) /, ""); s += $12 } END { print s + 0 }'
-}
 
 
 # start SERVER CASE: sets PORT, MAIN_PID (what is stopped) and MEASURED (PIDs whose

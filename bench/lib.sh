@@ -96,3 +96,53 @@ commit_description() {
   fi
   echo "$commit"
 }
+
+cpu_ticks() {  # utime+stime (fields 14 and 15 of /proc/PID/stat) summed over PIDs
+  # Drop "PID (comm) " first (comm may hold spaces): then state is $1, utime $12.
+  # A PID that is gone counts nothing (the caller reports a server that died).
+  local pid
+  for pid in "$@"; do cat "/proc/$pid/stat" 2>/dev/null || true; done |
+    awk '{ sub(/^.*\) /, ""); s += $12 + $13 } END { print s + 0 }'
+}
+
+user_ticks() {  # utime alone: how much of the CPU time is the server's own code
+  local pid
+  for pid in "$@"; do cat "/proc/$pid/stat" 2>/dev/null || true; done |
+    awk '{ sub(/^.*\) /, ""); s += $12 } END { print s + 0 }'
+}
+
+nginx_workers() {  # nginx_workers MASTER_PID: the PIDs of its (one) worker
+  local workers=()
+  for _ in $(seq 50); do
+    mapfile -t workers < <(pgrep -P "$1")
+    [ ${#workers[@]} -ge 1 ] && break
+    sleep 0.1
+  done
+  [ ${#workers[@]} -eq 1 ] || { echo "error: nginx has ${#workers[@]} workers, expected 1" >&2; exit 1; }
+  echo "${workers[0]}"
+}
+
+# bench_setup NAME: a work directory WORK (sluice-NAME.XXXXXX under TMPDIR, removed at
+# exit unless KEEP=1), and an exit trap that stops everything the script started: the
+# client runs in WRK_PID, CLIENT_PID, SAMPLER_PID and PERF_PID (when set), then every
+# server in STARTED (TERM, KILL after 5 s).
+bench_setup() {
+  WORK=$(mktemp -d "${TMPDIR:-/tmp}/sluice-$1.XXXXXX")
+  STARTED=()  # PIDs of servers started and not yet stopped
+  WRK_PID= CLIENT_PID= SAMPLER_PID= PERF_PID=
+  trap bench_cleanup EXIT
+  trap 'exit 130' INT TERM
+}
+bench_cleanup() {
+  local pid
+  for pid in $WRK_PID $CLIENT_PID $SAMPLER_PID; do kill -TERM "$pid" 2>/dev/null || true; done
+  [ -z "$PERF_PID" ] || kill -INT "$PERF_PID" 2>/dev/null || true
+  for pid in "${STARTED[@]+"${STARTED[@]}"}"; do
+    kill -TERM "$pid" 2>/dev/null || true
+  done
+  for pid in "${STARTED[@]+"${STARTED[@]}"}"; do
+    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$pid" 2>/dev/null || true
+  done
+  if [ "${KEEP:-0}" = 1 ]; then echo "work directory kept: $WORK" >&2; else rm -rf "$WORK"; fi
+}

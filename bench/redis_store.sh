@@ -91,25 +91,7 @@ RUN_SECONDS=$(duration_s "$DURATION")
 PASS_RATE=$(python3 -c "print(repr($PASS_LIMIT / $(duration_s "$PASS_PERIOD")))")  # per second, for the peer
 
 # ---- work directory, and stopping everything we start -----------------------------
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/sluice-redis-store.XXXXXX")
-STARTED=()  # PIDs of servers started and not yet stopped (redis-server included)
-CLIENT_PID=  # the wrk / redis-benchmark / perf run under way, if any
-PERF_PID=
-SAMPLER_PID=
-cleanup() {
-  local pid
-  for pid in $CLIENT_PID $PERF_PID $SAMPLER_PID; do kill -TERM "$pid" 2>/dev/null || true; done
-  for pid in "${STARTED[@]}"; do
-    kill -TERM "$pid" 2>/dev/null || true
-  done
-  for pid in "${STARTED[@]}"; do
-    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$pid" 2>/dev/null || true
-  done
-  if [ "$KEEP" = 1 ]; then echo "work directory kept: $WORK" >&2; else rm -rf "$WORK"; fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+bench_setup redis-store
 
 # The binary is copied, so that a rebuild during the run changes nothing.
 SLUICE="$WORK/sluice"

@@ -16,7 +16,7 @@
 #
 #   ROUNDS=3 DURATION=8 bench/rls.sh
 # Knobs: ROUNDS (3), DURATION (8, seconds), CONCURRENCY (64), KEYS (10000),
-# SERVER_CPU (0), CLIENT_CPU (1), BUILD_DIR (build).
+# SERVER_CPU (0), CLIENT_CPU (1), BUILD_DIR (build), SLUICE (another sluice binary).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
@@ -35,8 +35,8 @@ need util-linux taskset
 install_needed
 warn_shared_core "$SERVER_CPU" "$CLIENT_CPU"
 
-SLUICE=$(sluice_binary "$BUILD_DIR")
-LOAD="$(dirname "$SLUICE")/rls_load"
+SLUICE=${SLUICE:-$(sluice_binary "$BUILD_DIR")}
+LOAD="$ROOT/$BUILD_DIR/rls_load"
 [ -x "$LOAD" ] || cmake --build "$BUILD_DIR" --target rls_load >&2
 
 WORK=$(mktemp -d)
@@ -54,8 +54,6 @@ descriptors:
   - key: remote_address
     rate_limit: {unit: second, requests_per_unit: 1000000000}
 EOF
-
-cpu_ticks() { awk '{sub(/^.*\) /, ""); print $12 + $13}' "/proc/$1/stat"; }
 
 results=()
 for round in $(seq "$ROUNDS"); do

@@ -13,11 +13,12 @@ cd "$(dirname "$0")/.."
 SECONDS_EACH=${1:-60}
 OUT=build-fuzz
 ALL_TARGETS="AlgorithmsOneInput DurationOneInput HttpConnectionOneInput CanonicalPathOneInput HeadParserOneInput
-             ConfigOneInput AddressOneInput"
+             ConfigOneInput AddressOneInput CheckRequestOneInput"
 TARGETS=${FUZZ_TARGETS:-$ALL_TARGETS}
 mkdir -p "$OUT/obj"
 missing=""
-for p in clang libclang-rt-14-dev libfmt-dev libyaml-cpp-dev libhttp-parser-dev libxxhash-dev libssl-dev; do
+for p in clang libclang-rt-14-dev libfmt-dev libyaml-cpp-dev libhttp-parser-dev libxxhash-dev libssl-dev \
+         libsimdjson-dev; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=" $p"
 done
 if [ -n "$missing" ]; then
@@ -36,8 +37,10 @@ SOURCES=(src/core/algorithms.cc src/core/clock.cc src/core/limiter.cc src/core/u
          src/net/address.cc src/net/event_loop.cc src/net/io_batch.cc src/net/tls.cc src/http/server_connection.cc
          src/http/head_parser.cc
          src/metrics/metrics.cc src/config/config.cc src/gate/gate.cc
+         src/api/check_request.cc src/api/decision_request.cc
          tests/fuzz/fuzz_targets.cc tests/fuzz/http_fuzz_targets.cc
-         tests/fuzz/config_fuzz_targets.cc tests/fuzz/address_fuzz_targets.cc)
+         tests/fuzz/config_fuzz_targets.cc tests/fuzz/address_fuzz_targets.cc
+         tests/fuzz/api_fuzz_targets.cc)
 changed_header=all
 if [ -f "$OUT/obj/.stamp" ]; then
   changed_header=$(find include src tests/fuzz -name '*.h' -newer "$OUT/obj/.stamp" | head -1)
@@ -72,6 +75,7 @@ options_for() {
     AddressOneInput) echo "-max_len=1024" ;;
     CanonicalPathOneInput) echo "-max_len=512" ;;
     HeadParserOneInput) echo "-max_len=2048 -dict=tests/fuzz/http.dict" ;;
+    CheckRequestOneInput) echo "-max_len=65536 -dict=tests/fuzz/check.dict" ;;
   esac
 }
 seeds_for() {
@@ -84,7 +88,8 @@ failed=""
 for target in $TARGETS; do
   clang++ "${FLAGS[@]}" -fsanitize=fuzzer -DSLUICE_FUZZ_TARGET="$target" \
     tests/fuzz/libfuzzer_main.cc "${OBJECTS[@]}" \
-    -lyaml-cpp -lhttp_parser -luring -lssl -lcrypto -lxxhash -lfmt -lpthread -o "$OUT/fuzz_$target"
+    -lyaml-cpp -lsimdjson -lhttp_parser -luring -lssl -lcrypto -lxxhash -lfmt -lpthread \
+    -o "$OUT/fuzz_$target"
   mkdir -p "$OUT/corpus/$target"
   echo "== $target (${SECONDS_EACH}s)"
   # shellcheck disable=SC2046

@@ -14,8 +14,11 @@ void AppendMilliseconds(std::string& out, Duration d) {
     out += "null";
     return;
   }
+  // Rounded up without adding first: the algorithms' longest finite duration is next
+  // to INT64_MAX nanoseconds.
   const int64_t ns = std::chrono::nanoseconds(d).count();
-  http::AppendDecimal(out, static_cast<uint64_t>(ns <= 0 ? 0 : (ns + 999'999) / 1'000'000));
+  http::AppendDecimal(out,
+                      static_cast<uint64_t>(ns <= 0 ? 0 : ns / 1'000'000 + (ns % 1'000'000 != 0)));
 }
 
 }  // namespace

@@ -22,8 +22,10 @@ const http::Request& DecisionRequestBuilder::FromDescriptors(
         request_.method = d.value;
         break;
       case config::KeyPartKind::kPath:
+        // A path, as a request's ends at its query: anything from a '?' on is not part
+        // of it (query:NAME descriptors carry parameters).
         request_.target = d.value;
-        request_.path = http::CanonicalPath(d.value, path_scratch_);
+        request_.path = http::CanonicalPath(d.value.substr(0, d.value.find('?')), path_scratch_);
         break;
       case config::KeyPartKind::kHost:
         request_.host = http::HostWithoutPort(d.value);
@@ -58,18 +60,27 @@ const http::Request& DecisionRequestBuilder::FromDescriptors(
 
 const http::Request& DecisionRequestBuilder::FromForwardAuth(const http::Request& auth) {
   request_ = http::Request{};
-  std::optional<std::string_view> method, uri, host;
+  // Traefik's X-Forwarded-* spelling wins over nginx's X-Original-* when a call has
+  // both; of one name, the first field counts.
+  std::optional<std::string_view> method, original_method, uri, original_uri, host;
+  const auto first = [](std::optional<std::string_view>& slot, std::string_view value) {
+    if (!slot) slot = http::TrimOws(value);
+  };
   for (const http::Header& h : auth.headers) {
-    if (!method && (http::EqualsIgnoreCase(h.name, "x-forwarded-method") ||
-                    http::EqualsIgnoreCase(h.name, "x-original-method"))) {
-      method = http::TrimOws(h.value);
-    } else if (!uri && (http::EqualsIgnoreCase(h.name, "x-forwarded-uri") ||
-                        http::EqualsIgnoreCase(h.name, "x-original-uri"))) {
-      uri = http::TrimOws(h.value);
-    } else if (!host && http::EqualsIgnoreCase(h.name, "x-forwarded-host")) {
-      host = http::TrimOws(h.value);
+    if (http::EqualsIgnoreCase(h.name, "x-forwarded-method")) {
+      first(method, h.value);
+    } else if (http::EqualsIgnoreCase(h.name, "x-original-method")) {
+      first(original_method, h.value);
+    } else if (http::EqualsIgnoreCase(h.name, "x-forwarded-uri")) {
+      first(uri, h.value);
+    } else if (http::EqualsIgnoreCase(h.name, "x-original-uri")) {
+      first(original_uri, h.value);
+    } else if (http::EqualsIgnoreCase(h.name, "x-forwarded-host")) {
+      first(host, h.value);
     }
   }
+  if (!method) method = original_method;
+  if (!uri) uri = original_uri;
   if (method) request_.method = *method;
   if (uri) {
     request_.target = *uri;

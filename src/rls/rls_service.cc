@@ -1,5 +1,6 @@
 #include "rls/rls_service.h"
 
+#include <absl/synchronization/mutex.h>
 #include <fmt/format.h>
 #include <grpcpp/grpcpp.h>
 #include <xxhash.h>
@@ -281,49 +282,120 @@ std::string RlsDecider::Decide(const RateLimitRequest& request, RateLimitRespons
 
 // --- the gRPC server ---------------------------------------------------------------------
 
-// The callback API: each call is decided on the gRPC thread that received it and
-// finished at once (the memory store answers before Decide returns).
-class RlsServer::Service final
-    : public envoy::service::ratelimit::v3::RateLimitService::CallbackService {
+// gRPC's asynchronous API on completion queues, one per thread: a call is taken,
+// decided and finished on the thread whose queue received it, with no hand-over between
+// threads. (Measured against gRPC's callback API, whose calls run on gRPC's own pollers
+// and executor: docs/benchmarks.md, "Envoy's rate limit API".)
+class RlsServer::Service {
  public:
+  using Async = envoy::service::ratelimit::v3::RateLimitService::AsyncService;
   explicit Service(RlsDecider& decider) : decider_(decider) {}
-
-  grpc::ServerUnaryReactor* ShouldRateLimit(grpc::CallbackServerContext* context,
-                                            const RateLimitRequest* request,
-                                            RateLimitResponse* response) override {
-    const std::string error = decider_.Decide(*request, *response);
-    grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-    reactor->Finish(error.empty() ? grpc::Status::OK
-                                  : grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, error));
-    return reactor;
-  }
+  Async& async() { return async_; }
+  RlsDecider& decider() { return decider_; }
 
  private:
   RlsDecider& decider_;
+  Async async_;
 };
 
-RlsServer::RlsServer(RlsDecider& decider) : decider_(decider) {}
+namespace {
+
+// One call's life on a queue: posted to receive a call, then finished; its tag is
+// itself. A call taken posts its successor first, so the queue always has slots.
+class Call {
+ public:
+  Call(RlsServer::Service& service, grpc::ServerCompletionQueue& queue)
+      : service_(service), queue_(queue), responder_(&context_) {
+    service_.async().RequestShouldRateLimit(&context_, &request_, &responder_, &queue_, &queue_,
+                                            this);
+  }
+
+  // What the queue said about this call's last step; `ok` false: the server is
+  // shutting down (a slot that never got a call) or the call broke.
+  void Step(bool ok) {
+    if (finishing_ || !ok) {
+      delete this;
+      return;
+    }
+    new Call(service_, queue_);
+    finishing_ = true;
+    const std::string error = service_.decider().Decide(request_, response_);
+    responder_.Finish(
+        response_,
+        error.empty() ? grpc::Status::OK : grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, error),
+        this);
+  }
+
+ private:
+  RlsServer::Service& service_;
+  grpc::ServerCompletionQueue& queue_;
+  grpc::ServerContext context_;
+  RateLimitRequest request_;
+  RateLimitResponse response_;
+  grpc::ServerAsyncResponseWriter<RateLimitResponse> responder_;
+  bool finishing_ = false;
+};
+
+// Calls waiting on each queue for a client: enough that a burst of new calls does not
+// wait for a slot to be posted.
+constexpr int kPostedCalls = 64;
+
+}  // namespace
+
+RlsServer::RlsServer(RlsDecider& decider, int threads)
+    : decider_(decider), threads_(std::max(1, threads)) {}
 
 RlsServer::~RlsServer() { Stop(); }
 
 std::string RlsServer::Start(const net::Endpoint& endpoint) {
+  // Debian's abseil is built with absl::Mutex deadlock detection on, which keeps a
+  // lock graph on every lock gRPC takes: measured at 3% of the server's CPU per call
+  // (docs/benchmarks.md). sluice takes no absl locks of its own.
+  absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
   service_ = std::make_unique<Service>(decider_);
   grpc::ServerBuilder builder;
   int port = 0;
   builder.AddListeningPort(endpoint.ToString(), grpc::InsecureServerCredentials(), &port);
-  builder.RegisterService(service_.get());
+  builder.RegisterService(&service_->async());
+  for (int i = 0; i < threads_; ++i) queues_.push_back(builder.AddCompletionQueue());
   server_ = builder.BuildAndStart();
   if (server_ == nullptr || port == 0) {
     server_.reset();
+    for (auto& queue : queues_) queue->Shutdown();
+    DrainQueues();
     return fmt::format("grpc_listen {}: cannot listen there", endpoint.ToString());
   }
   port_ = static_cast<uint16_t>(port);
+  for (auto& queue : queues_) {
+    grpc::ServerCompletionQueue* q = queue.get();
+    for (int i = 0; i < kPostedCalls; ++i) new Call(*service_, *q);
+    pollers_.emplace_back([q] {
+      void* tag;
+      bool ok;
+      while (q->Next(&tag, &ok)) static_cast<Call*>(tag)->Step(ok);
+    });
+  }
   return "";
+}
+
+void RlsServer::DrainQueues() {
+  for (auto& queue : queues_) {
+    void* tag;
+    bool ok;
+    while (queue->Next(&tag, &ok)) static_cast<Call*>(tag)->Step(false);
+  }
+  queues_.clear();
 }
 
 void RlsServer::Stop() {
   if (server_ == nullptr) return;
+  // The calls in flight finish (up to the grace), the posted slots come back with
+  // ok == false, and then each queue ends its poller's loop.
   server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  for (auto& queue : queues_) queue->Shutdown();
+  for (std::thread& poller : pollers_) poller.join();
+  pollers_.clear();
+  queues_.clear();
   server_.reset();
 }
 

@@ -25,6 +25,8 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <thread>
+#include <vector>
 
 #include "net/address.h"
 #include "rls/ratelimit_config.h"
@@ -38,6 +40,7 @@ class RateLimitResponse;
 
 namespace grpc {
 class Server;
+class ServerCompletionQueue;
 }  // namespace grpc
 
 namespace sluice::rls {
@@ -61,10 +64,12 @@ class RlsDecider {
   std::shared_ptr<const RateLimitConfig> config_;  // guarded by config_mutex_
 };
 
-// The gRPC server around a decider.
+// The gRPC server around a decider: `threads` completion queues, each polled by a
+// thread of its own that decides the calls it receives.
 class RlsServer {
  public:
-  explicit RlsServer(RlsDecider& decider);
+  class Service;
+  RlsServer(RlsDecider& decider, int threads);
   ~RlsServer();
   RlsServer(const RlsServer&) = delete;
   RlsServer& operator=(const RlsServer&) = delete;
@@ -76,10 +81,14 @@ class RlsServer {
   void Stop();
 
  private:
-  class Service;
+  void DrainQueues();
+
   RlsDecider& decider_;
+  const int threads_;
   std::unique_ptr<Service> service_;
   std::unique_ptr<grpc::Server> server_;
+  std::vector<std::unique_ptr<grpc::ServerCompletionQueue>> queues_;
+  std::vector<std::thread> pollers_;
   uint16_t port_ = 0;
 };
 

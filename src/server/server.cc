@@ -1088,7 +1088,11 @@ std::string Server::Start() {
     rls_store_ = std::make_unique<store::MemoryStore>(store_options);
     rls_decider_ = std::make_unique<rls::RlsDecider>(*rls_store_, rls_clock_);
     rls_decider_->SetConfig(std::move(rls_config));
-    rls_server_ = std::make_unique<rls::RlsServer>(*rls_decider_);
+    // One completion queue and poller per worker: the gRPC service scales with the
+    // cores the HTTP side is given.
+    unsigned rls_threads = config.workers;
+    if (rls_threads == 0) rls_threads = std::max(1u, std::thread::hardware_concurrency());
+    rls_server_ = std::make_unique<rls::RlsServer>(*rls_decider_, static_cast<int>(rls_threads));
     if (std::string rls_error = rls_server_->Start(*config.grpc_listen); !rls_error.empty()) {
       return rls_error;
     }

@@ -49,6 +49,14 @@ int AddressOneInput(const uint8_t* data, size_t size);
 // prefix is taken; when it does not, it leaves no header fields behind.
 int HeadParserOneInput(const uint8_t* data, size_t size);
 
+// Any bytes as a POST /v1/check body: api::CheckRequestParser accepts it or says why,
+// what it accepts keeps its invariants (non-empty rule and key, or descriptors that
+// parse as key parts, once each, with a valid ip; cost <= kMaxQuantity; one query
+// unless a batch), a reused parser reads it as a fresh one does, and the request
+// DecisionRequestBuilder::FromDescriptors builds carries each descriptor where the gate
+// reads it.
+int CheckRequestOneInput(const uint8_t* data, size_t size);
+
 struct Target {
   std::string_view name;
   int (*run)(const uint8_t* data, size_t size);
@@ -62,6 +70,7 @@ inline constexpr Target kTargets[] = {
     {"ConfigOneInput", &ConfigOneInput},
     {"AddressOneInput", &AddressOneInput},
     {"HeadParserOneInput", &HeadParserOneInput},
+    {"CheckRequestOneInput", &CheckRequestOneInput},
 };
 
 }  // namespace sluice::fuzz

@@ -1,8 +1,8 @@
 // Runs the fuzz targets on a fixed stream of pseudo-random inputs, so every `make test`
 // exercises them under ASan/UBSan without needing clang or a corpus. Each target has a
 // generator that makes inputs shaped like what the target parses (HTTP requests, YAML
-// from the examples, addresses) and then damages some of them. Before that, every file
-// of tests/fuzz/crashes/ runs through its target.
+// from the examples, addresses, /v1/check bodies) and then damages some of them. Before
+// that, every file of tests/fuzz/crashes/ runs through its target.
 //
 // usage: fuzz_replay [inputs per target] [target name] [files...]
 //   The count is scaled per target (the HTTP connection and config targets cost more
@@ -391,6 +391,139 @@ Bytes GenerateAddress(Rng& rng) {
   return ToBytes(text);
 }
 
+// --- Decision API ---------------------------------------------------------------------
+
+// `text` as a JSON string: control characters escaped as they must be, and now and then
+// a printable one too (the parser must decode "\u0061" as "a", also in names).
+std::string JsonString(Rng& rng, std::string_view text) {
+  static const char kHex[] = "0123456789abcdef";
+  std::string s = "\"";
+  for (const char c : text) {
+    const unsigned char u = static_cast<unsigned char>(c);
+    if (c == '"' || c == '\\') {
+      s += '\\';
+      s += c;
+    } else if (u < 0x20 || (u < 0x7f && OneIn(rng, 12))) {
+      s += "\\u00";
+      s += kHex[u >> 4];
+      s += kHex[u & 0xf];
+    } else {
+      s += c;
+    }
+  }
+  return s + "\"";
+}
+
+// One query of either form. A `valid` one has each field and descriptor once, with
+// values that pass; any other may be of both forms or neither, with any values.
+std::string CheckQueryText(Rng& rng, bool valid) {
+  static const std::string_view kRules[] = {"api-per-key", "per-ip", "a\"b", "r\xc3\xa9", ""};
+  static const std::string_view kKeys[] = {"k-123", "premium-123", "x\ny", "\xf0\x9f\x98\x80", ""};
+  // The first five are accepted.
+  static const char* const kCosts[] = {"0",
+                                       "1",
+                                       "2",
+                                       "4611686018427387904",
+                                       "-0",
+                                       "-1",
+                                       "1.5",
+                                       "1e3",
+                                       "4611686018427387905",
+                                       "\"1\"",
+                                       "null",
+                                       "18446744073709551616"};
+  // The first nine are accepted, once each (header names case-insensitively).
+  static const std::string_view kNames[] = {"ip",
+                                            "authorization",
+                                            "path",
+                                            "method",
+                                            "host",
+                                            "header:x-a",
+                                            "header:Authorization",
+                                            "query:api_key",
+                                            "query:page",
+                                            "header:X-A",
+                                            "header:",
+                                            "header:a b",
+                                            "query:",
+                                            "query:a=b",
+                                            "user",
+                                            "IP",
+                                            "rule"};
+  static const std::string_view kAddresses[] = {"203.0.113.7", "2001:db8::1", "::ffff:10.0.0.1"};
+  static const std::string_view kValues[] = {
+      "/api/x",         "/a/../b",  "/%2e%2e/x", "GET",
+      "Bearer t",       "Basic",    "",          "a&b=c",
+      "k-123",          "%26",      "\x01",      std::string_view("v\0w", 3),
+      "h.example:8080", "[::1]:80", "256.1.1.1", "203.0.113.7",
+      "\xc3\xa9"};
+  const size_t good_names = 9, good_costs = 5;
+  std::vector<std::string> fields;
+  const int form = static_cast<int>(rng() % 8);
+  const bool by_rule = valid ? form < 3 : (form < 3 || form == 7);  // 7: both forms
+  if (by_rule) {
+    const size_t n = valid ? std::size(kRules) - 1 : std::size(kRules);
+    if (valid || !OneIn(rng, 12)) {
+      fields.push_back("\"rule\":" + JsonString(rng, kRules[rng() % n]));
+    }
+    if (valid || !OneIn(rng, 12)) {
+      fields.push_back("\"key\":" + JsonString(rng, kKeys[rng() % n]));
+    }
+  }
+  if (valid ? !by_rule : form >= 3) {
+    std::string d = "{";
+    std::vector<size_t> names(valid ? good_names : std::size(kNames));
+    for (size_t i = 0; i < names.size(); ++i) names[i] = valid ? i : rng() % std::size(kNames);
+    std::shuffle(names.begin(), names.end(), rng);
+    names.resize(rng() % (valid ? good_names + 1 : 6));
+    for (size_t i = 0; i < names.size(); ++i) {
+      if (i > 0) d += ',';
+      const std::string_view name = kNames[names[i]];
+      d += JsonString(rng, name) + ":";
+      if (!valid && OneIn(rng, 15)) {
+        d += Pick(rng, {"1", "null", "[]", "{}"});
+      } else if (name == "ip" && (valid || !OneIn(rng, 4))) {
+        d += JsonString(rng, Pick(rng, kAddresses));
+      } else {
+        d += JsonString(rng, Pick(rng, kValues));
+      }
+    }
+    fields.push_back("\"descriptors\":" + d + "}");
+  }
+  if (OneIn(rng, 2)) {
+    fields.push_back(std::string("\"cost\":") +
+                     kCosts[rng() % (valid ? good_costs : std::size(kCosts))]);
+  }
+  if (!valid && OneIn(rng, 20)) {
+    fields.push_back(std::string(Pick(rng, {"\"x\"", "\"rule\"", "\"cost\""})) + ":1");
+  }
+  std::shuffle(fields.begin(), fields.end(), rng);
+  std::string query = "{";
+  for (size_t i = 0; i < fields.size(); ++i) query += (i > 0 ? "," : "") + fields[i];
+  return query + "}";
+}
+
+// A /v1/check body: one query, or a batch (rarely one around kMaxBatch); most bodies
+// are valid, a third have some invalid queries, and some are damaged.
+Bytes GenerateCheck(Rng& rng) {
+  const bool all_valid = !OneIn(rng, 3);
+  std::string body;
+  if (OneIn(rng, 3)) {
+    body = CheckQueryText(rng, all_valid);
+  } else {
+    size_t n = rng() % 5;
+    if (OneIn(rng, 200)) n = 999 + rng() % 3;
+    body = "[";
+    for (size_t i = 0; i < n; ++i) {
+      body += (i > 0 ? "," : "") + CheckQueryText(rng, all_valid || !OneIn(rng, 3));
+    }
+    body += "]";
+  }
+  if (OneIn(rng, 6)) Damage(rng, body, 1 + static_cast<int>(rng() % 3));
+  if (OneIn(rng, 30)) body = RandomBytes(rng, 200);
+  return ToBytes(body);
+}
+
 // --- The existing targets' inputs -------------------------------------------------------
 
 Bytes GenerateAlgorithms(Rng& rng) {
@@ -418,7 +551,7 @@ constexpr Generator kGenerators[] = {
     {"AlgorithmsOneInput", &GenerateAlgorithms, 1}, {"DurationOneInput", &GenerateDuration, 1},
     {"HttpConnectionOneInput", &GenerateHttp, 5},   {"CanonicalPathOneInput", &GeneratePath, 1},
     {"ConfigOneInput", &GenerateConfig, 10},        {"AddressOneInput", &GenerateAddress, 1},
-    {"HeadParserOneInput", &GenerateHead, 1},
+    {"HeadParserOneInput", &GenerateHead, 1},       {"CheckRequestOneInput", &GenerateCheck, 4},
 };
 
 Bytes ReadFile(const std::filesystem::path& path) {
