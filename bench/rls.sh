@@ -15,7 +15,7 @@
 # of other machines and are quoted, not measured, in docs/benchmarks.md.
 #
 #   ROUNDS=3 DURATION=8 bench/rls.sh
-# Knobs: ROUNDS (3), DURATION (8, seconds), CONCURRENCY (64), KEYS (10000),
+# Knobs: ROUNDS (3), DURATION (8, seconds), CONCURRENCY (256), KEYS (10000),
 # SERVER_CPU (0), CLIENT_CPU (1), BUILD_DIR (build), SLUICE (another sluice binary).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -24,7 +24,7 @@ source bench/lib.sh
 
 ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-8}
-CONCURRENCY=${CONCURRENCY:-64}
+CONCURRENCY=${CONCURRENCY:-256}
 KEYS=${KEYS:-10000}
 SERVER_CPU=${SERVER_CPU:-0}
 CLIENT_CPU=${CLIENT_CPU:-1}
