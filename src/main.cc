@@ -199,7 +199,11 @@ Command AddCheckConfig(CLI::App& root) {
                    const std::vector<std::string>& rls = loaded.config->envoy_ratelimit_configs;
                    size_t rls_limits = 0;
                    if (!rls.empty()) {
-                     const rls::LoadResult rls_loaded = rls::RateLimitConfig::LoadPaths(rls);
+                     rls::LoadResult rls_loaded = rls::RateLimitConfig::LoadPaths(rls);
+                     if (rls_loaded.errors.empty() &&
+                         loaded.config->store.backend == config::StoreConfig::Backend::kRedis) {
+                       rls_loaded.errors = rls::RedisLimitErrors(*rls_loaded.config);
+                     }
                      if (!rls_loaded.errors.empty()) {
                        PrintErrors(rls_loaded.errors);
                        return 1;

@@ -22,6 +22,7 @@
 
 #include "config/yaml_document.h"
 #include "core/units.h"
+#include "store/redis_scripts.h"
 
 namespace sluice::rls {
 
@@ -816,6 +817,21 @@ void StatsKey(std::string_view domain, std::span<const Entry> entries, const Rls
     out.push_back('_');
     out.append(entry.second);
   }
+}
+
+std::vector<config::ConfigError> RedisLimitErrors(const RateLimitConfig& config) {
+  std::vector<config::ConfigError> errors;
+  for (const RlsLimit& limit : config.limits()) {
+    if (limit.unlimited || store::FitsRedisArithmetic(limit.limit)) continue;
+    errors.push_back(config::ConfigError{
+        limit.file, limit.line, limit.column,
+        fmt::format("rate_limit: {} per {} is too many for store.backend redis (max(limit, "
+                    "burst) x period in microseconds must stay below 2^51, about 26,000 per "
+                    "day, 625,000 per hour or 2.2 billion per second), so that Redis's Lua "
+                    "decides exactly; use the memory store, or a shorter unit",
+                    limit.requests_per_unit, UnitName(limit.unit))});
+  }
+  return errors;
 }
 
 }  // namespace sluice::rls

@@ -171,6 +171,10 @@ bool IsReplaced(std::span<const RlsLimit* const> matched, const RlsLimit& limit)
 void StatsKey(std::string_view domain, std::span<const Entry> entries, const RlsLimit& limit,
               std::string& out);
 
+// With store.backend redis: one error for each limit that the Redis scripts cannot
+// decide exactly (store::FitsRedisArithmetic), at its rate_limit block.
+std::vector<config::ConfigError> RedisLimitErrors(const RateLimitConfig& config);
+
 }  // namespace sluice::rls
 
 #endif  // SLUICE_RLS_RATELIMIT_CONFIG_H_

@@ -86,12 +86,6 @@ int64_t CeilSeconds(Duration d) {
   return ns <= 0 ? 0 : (ns + 999'999'999) / 1'000'000'000;
 }
 
-// One descriptor's part in a request: what was decided, for the answer's fields.
-struct Decided final : Store::Completion {
-  Decision decision;
-  void OnDecision(const Decision& d) override { decision = d; }
-};
-
 // What one descriptor is limited by: the config's limit, or the caller's override.
 struct Applied {
   const RlsLimit* configured = nullptr;
@@ -99,20 +93,47 @@ struct Applied {
   const RlsLimit* limit = nullptr;
 };
 
-// Per thread: gRPC runs calls on its own threads, and these grow to the largest
-// request seen and are reused, so a call allocates little beyond the protobufs.
-struct Scratch {
-  std::vector<Entry> entries;
-  std::vector<size_t> entry_starts;  // each descriptor's first entry in `entries`
-  std::vector<const RlsLimit*> matched;
-  std::vector<Applied> applied;
-  std::string key;
-  std::string counted;
-  std::string policy_field;
-  std::string limit_field;
+// Per thread, for the answer's header fields: grown to the largest answer and reused.
+struct FieldScratch {
+  std::string policy;
+  std::string limit;
 };
 
 }  // namespace
+
+// One call while the store decides it: each descriptor's limit, its counter's key and
+// cost, and the store's answer. Made by Plan on the call's thread; asked and answered
+// where the store runs (RlsStoreAccess).
+struct RlsDecider::Call {
+  struct Item final : Store::Completion {
+    Applied applied;
+    bool ask = false;  // limited (not unlimited, not replaced): the store decides it
+    std::string key;
+    uint64_t hits = 1;
+    Decision decision;
+    Call* call = nullptr;
+    void OnDecision(const Decision& d) override {
+      decision = d;
+      call->OneAnswered();
+    }
+  };
+
+  const RlsDecider* decider = nullptr;
+  std::shared_ptr<const RateLimitConfig> config;  // the limits stay while in flight
+  const RateLimitRequest* request = nullptr;
+  RateLimitResponse* response = nullptr;
+  Done done;
+  std::vector<Item> items;
+  int outstanding = 0;
+
+  void OneAnswered() {
+    if (--outstanding > 0) return;
+    decider->Answer(*this);
+    Done finish = std::move(done);
+    delete this;
+    finish("");
+  }
+};
 
 void RlsDecider::SetConfig(std::shared_ptr<const RateLimitConfig> config) {
   std::lock_guard lock(config_mutex_);
@@ -125,32 +146,64 @@ std::shared_ptr<const RateLimitConfig> RlsDecider::config() const {
 }
 
 std::string RlsDecider::Decide(const RateLimitRequest& request, RateLimitResponse& response) const {
-  thread_local Scratch s;
+  std::string result = "not answered";
+  DecideAsync(request, response, [&result](std::string error) { result = std::move(error); });
+  return result;  // REQUIRES (tests): a store access that runs the work at once
+}
+
+void RlsDecider::DecideAsync(const RateLimitRequest& request, RateLimitResponse& response,
+                             Done done) const {
   response.Clear();
   // As envoyproxy/ratelimit: a call without these is an error, not an empty answer.
-  if (request.domain().empty()) return "rate limit domain must not be empty";
-  if (request.descriptors_size() == 0) return "rate limit descriptor list must not be empty";
-  const std::shared_ptr<const RateLimitConfig> config = this->config();
+  if (request.domain().empty()) return done("rate limit domain must not be empty");
+  if (request.descriptors_size() == 0) return done("rate limit descriptor list must not be empty");
+  auto* call = new Call;
+  call->decider = this;
+  call->config = config();
+  call->request = &request;
+  call->response = &response;
+  call->done = std::move(done);
+  if (std::string error = Plan(*call); !error.empty()) {
+    Done refuse = std::move(call->done);
+    delete call;
+    return refuse(std::move(error));
+  }
+  access_.Run([call](Store& store, Timestamp now) {
+    // One high while asking: the memory store answers inside Decide.
+    call->outstanding = 1;
+    for (Call::Item& item : call->items) {
+      if (!item.ask) continue;
+      ++call->outstanding;
+      const RlsLimit& limit = *item.applied.limit;
+      store.Decide(StoreRequest{item.key, limit.algorithm, limit.limit, item.hits}, now, item);
+    }
+    call->OneAnswered();
+  });
+}
+
+std::string RlsDecider::Plan(Call& call) const {
+  const RateLimitRequest& request = *call.request;
+  const RateLimitConfig* config = call.config.get();
   const std::string& domain = request.domain();
   const size_t count = static_cast<size_t>(request.descriptors_size());
+  thread_local std::vector<Entry> entries;
+  thread_local std::vector<const RlsLimit*> matched;
+  thread_local std::string counted;
+  matched.assign(count, nullptr);
+  call.items.resize(count);
 
   // Every descriptor's limit first: `replaces` reads the whole set.
-  s.entries.clear();
-  s.entry_starts.clear();
-  s.matched.assign(count, nullptr);
-  s.applied.resize(count);
   for (size_t i = 0; i < count; ++i) {
     const RateLimitDescriptor& descriptor = request.descriptors(static_cast<int>(i));
-    s.entry_starts.push_back(s.entries.size());
+    Call::Item& item = call.items[i];
+    item.call = &call;
+    entries.clear();
     for (const RateLimitDescriptor::Entry& entry : descriptor.entries()) {
-      s.entries.emplace_back(entry.key(), entry.value());
+      entries.emplace_back(entry.key(), entry.value());
     }
-    const std::span<const Entry> entries(s.entries.data() + s.entry_starts[i],
-                                         s.entries.size() - s.entry_starts[i]);
-    Applied& applied = s.applied[i];
-    applied = Applied{};
+    Applied& applied = item.applied;
     applied.configured = config == nullptr ? nullptr : config->Match(domain, entries);
-    s.matched[i] = applied.configured;
+    matched[i] = applied.configured;
     applied.limit = applied.configured;
     if (descriptor.has_limit() && config != nullptr && config->HasDomain(domain)) {
       // The caller's limit for this descriptor, as the service applies it: its rate in
@@ -171,55 +224,64 @@ std::string RlsDecider::Decide(const RateLimitRequest& request, RateLimitRespons
                           : Algorithm::kFixedWindow;
         o.limit = Limit::PerPeriod(o.requests_per_unit, UnitDuration(*unit));
         if (o.full_key.empty()) o.full_key = domain;
+        if (!access_.Decides(o.limit)) {
+          return fmt::format(
+              "descriptor {}: a limit of {} per {} is beyond what the store "
+              "decides exactly",
+              i, o.requests_per_unit, UnitName(o.unit));
+        }
         applied.limit = &o;
       }
     }
+    // The counter: the domain, then a hash of the entries (lengths included, so no two
+    // lists of entries read alike).
+    counted.clear();
+    for (const Entry& e : entries) {
+      fmt::format_to(std::back_inserter(counted), "{}:{}={}:{};", e.first.size(), e.first,
+                     e.second.size(), e.second);
+    }
+    const XXH128_hash_t hash = XXH3_128bits(counted.data(), counted.size());
+    item.key.assign("rls:");
+    for (const char c : domain) item.key += c == kRuleSeparator ? '_' : c;
+    item.key += kRuleSeparator;
+    item.key.append(reinterpret_cast<const char*>(&hash), sizeof(hash));
   }
 
-  const Timestamp now = clock_.Now();
   const uint64_t request_hits = request.hits_addend() == 0 ? 1 : request.hits_addend();
+  for (size_t i = 0; i < count; ++i) {
+    Call::Item& item = call.items[i];
+    const RlsLimit* limit = item.applied.limit;
+    item.ask = limit != nullptr && !limit->unlimited &&
+               !(limit == item.applied.configured && IsReplaced(matched, *limit));
+    const RateLimitDescriptor& descriptor = request.descriptors(static_cast<int>(i));
+    item.hits = descriptor.has_hits_addend()
+                    ? std::min<uint64_t>(descriptor.hits_addend().value(), kMaxQuantity)
+                    : request_hits;
+  }
+  return "";
+}
+
+void RlsDecider::Answer(const Call& call) const {
+  thread_local FieldScratch fields;
+  RateLimitResponse& response = *call.response;
+  // Windows are on the Unix epoch, whatever clock the store decided with (Redis: its
+  // own): the time to a fixed window's end is reckoned on the wall clock.
+  const Timestamp wall_now = wall_clock_.Now();
   bool over = false;
   Duration retry_after{0};
-  s.policy_field.clear();
-  s.limit_field.clear();
-  for (size_t i = 0; i < count; ++i) {
-    const RateLimitDescriptor& descriptor = request.descriptors(static_cast<int>(i));
+  fields.policy.clear();
+  fields.limit.clear();
+  for (const Call::Item& item : call.items) {
     RateLimitResponse::DescriptorStatus* status = response.add_statuses();
     status->set_code(RateLimitResponse::OK);
-    const RlsLimit* limit = s.applied[i].limit;
-    if (limit == nullptr) continue;
-    if (limit->unlimited) {
+    const RlsLimit* limit = item.applied.limit;
+    if (limit != nullptr && limit->unlimited) {
       // The service's documented answer for an unlimited descriptor (README Example 5).
       status->set_limit_remaining(UINT32_MAX);
       continue;
     }
-    if (s.applied[i].configured != nullptr && limit == s.applied[i].configured &&
-        IsReplaced(s.matched, *limit)) {
-      continue;
-    }
-    const uint64_t hits = descriptor.has_hits_addend()
-                              ? std::min<uint64_t>(descriptor.hits_addend().value(), kMaxQuantity)
-                              : request_hits;
-
-    // The counter: the domain, then a hash of the entries (lengths included, so no two
-    // lists of entries read alike).
-    s.counted.clear();
-    const size_t first = s.entry_starts[i];
-    const size_t end = i + 1 < count ? s.entry_starts[i + 1] : s.entries.size();
-    for (size_t e = first; e < end; ++e) {
-      fmt::format_to(std::back_inserter(s.counted), "{}:{}={}:{};", s.entries[e].first.size(),
-                     s.entries[e].first, s.entries[e].second.size(), s.entries[e].second);
-    }
-    const XXH128_hash_t hash = XXH3_128bits(s.counted.data(), s.counted.size());
-    s.key.assign("rls:");
-    for (const char c : domain) s.key += c == kRuleSeparator ? '_' : c;
-    s.key += kRuleSeparator;
-    s.key.append(reinterpret_cast<const char*>(&hash), sizeof(hash));
-
-    Decided decided;
-    store_.Decide(StoreRequest{s.key, limit->algorithm, limit->limit, hits}, now, decided);
-    const Decision& d = decided.decision;
-
+    if (!item.ask) continue;
+    const Decision& d = item.decision;
     const bool limited = !d.allowed;
     status->set_code(limited && !limit->shadow_mode ? RateLimitResponse::OVER_LIMIT
                                                     : RateLimitResponse::OK);
@@ -235,7 +297,7 @@ std::string RlsDecider::Decide(const RateLimitRequest& request, RateLimitRespons
     if (limit->algorithm == Algorithm::kFixedWindow && reset == Duration(0) &&
         limit->limit.period > Duration(0)) {
       const int64_t period = std::chrono::nanoseconds(limit->limit.period).count();
-      reset = Duration(period - ToNanos(now) % period);
+      reset = Duration(period - ToNanos(wall_now) % period);
     }
     const int64_t reset_ns = std::chrono::nanoseconds(reset).count();
     status->mutable_duration_until_reset()->set_seconds(reset_ns / 1'000'000'000);
@@ -247,37 +309,36 @@ std::string RlsDecider::Decide(const RateLimitRequest& request, RateLimitRespons
     }
 
     const std::string_view name = limit->name.empty() ? limit->full_key : limit->name;
-    if (!s.policy_field.empty()) {
-      s.policy_field += ", ";
-      s.limit_field += ", ";
+    if (!fields.policy.empty()) {
+      fields.policy += ", ";
+      fields.limit += ", ";
     }
-    AppendSfString(s.policy_field, name);
-    s.policy_field += ";q=";
-    http::AppendDecimal(s.policy_field, limit->limit.limit);
-    s.policy_field += ";w=";
-    http::AppendDecimal(s.policy_field, static_cast<uint64_t>(std::max<int64_t>(
-                                            1, CeilSeconds(limit->limit.period))));
-    AppendSfString(s.limit_field, name);
-    s.limit_field += ";r=";
-    http::AppendDecimal(s.limit_field, d.remaining);
-    s.limit_field += ";t=";
-    http::AppendDecimal(s.limit_field, static_cast<uint64_t>(CeilSeconds(reset)));
+    AppendSfString(fields.policy, name);
+    fields.policy += ";q=";
+    http::AppendDecimal(fields.policy, limit->limit.limit);
+    fields.policy += ";w=";
+    http::AppendDecimal(fields.policy, static_cast<uint64_t>(
+                                           std::max<int64_t>(1, CeilSeconds(limit->limit.period))));
+    AppendSfString(fields.limit, name);
+    fields.limit += ";r=";
+    http::AppendDecimal(fields.limit, d.remaining);
+    fields.limit += ";t=";
+    http::AppendDecimal(fields.limit, static_cast<uint64_t>(CeilSeconds(reset)));
   }
   response.set_overall_code(over ? RateLimitResponse::OVER_LIMIT : RateLimitResponse::OK);
-  if (!s.policy_field.empty()) {
+  if (!fields.policy.empty()) {
     auto* policy = response.add_response_headers_to_add();
     policy->set_key("RateLimit-Policy");
-    policy->set_value(s.policy_field);
+    policy->set_value(fields.policy);
     auto* limit = response.add_response_headers_to_add();
     limit->set_key("RateLimit");
-    limit->set_value(s.limit_field);
+    limit->set_value(fields.limit);
   }
   if (over && retry_after > Duration(0)) {
     auto* header = response.add_response_headers_to_add();
     header->set_key("Retry-After");
     header->set_value(std::to_string(std::max<int64_t>(1, CeilSeconds(retry_after))));
   }
-  return "";
 }
 
 // --- the gRPC server ---------------------------------------------------------------------
@@ -319,11 +380,14 @@ class Call {
     }
     new Call(service_, queue_);
     finishing_ = true;
-    const std::string error = service_.decider().Decide(request_, response_);
-    responder_.Finish(
-        response_,
-        error.empty() ? grpc::Status::OK : grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, error),
-        this);
+    // Finished here with the memory store; from the store's loop with Redis (gRPC takes
+    // a Finish from any thread).
+    service_.decider().DecideAsync(request_, response_, [this](std::string error) {
+      responder_.Finish(response_,
+                        error.empty() ? grpc::Status::OK
+                                      : grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, error),
+                        this);
+    });
   }
 
  private:

@@ -16,12 +16,13 @@
 // hashed as the gate hashes client keys: one counter per distinct descriptor, shared by
 // every sluice instance on the same store.
 //
-// Thread-safety: Decide may run on any number of threads at once (gRPC's); the store
-// must be one that answers at once and from any thread (the memory store). Swapping
-// the config (SetConfig) is safe at any time.
+// Thread-safety: DecideAsync may run on any number of threads at once (gRPC's); the
+// store is used only through RlsStoreAccess. Swapping the config (SetConfig) is safe
+// at any time; a call in flight keeps the config it started with.
 #ifndef SLUICE_RLS_RLS_SERVICE_H_
 #define SLUICE_RLS_RLS_SERVICE_H_
 
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -45,21 +46,62 @@ class ServerCompletionQueue;
 
 namespace sluice::rls {
 
-class RlsDecider {
+// Where the store may be used. The memory store answers on any thread at once; the
+// Redis store belongs to an event loop, and its work must be posted there.
+class RlsStoreAccess {
  public:
-  RlsDecider(Store& store, const Clock& clock) : store_(store), clock_(clock) {}
+  virtual ~RlsStoreAccess() = default;
+  // Runs `work` with the store and the time to decide at, now or later, on a thread
+  // where the store may be used.
+  virtual void Run(std::function<void(Store& store, Timestamp now)> work) = 0;
+  // Whether the store decides `limit` exactly (the Redis scripts have a range).
+  virtual bool Decides(const Limit& limit) const { return true; }
+};
 
-  void SetConfig(std::shared_ptr<const RateLimitConfig> config);
-  std::shared_ptr<const RateLimitConfig> config() const;
-
-  // Fills `response` (cleared first) for `request`; or, for a request the service
-  // refuses (no domain, no descriptors), returns why and leaves `response` empty.
-  std::string Decide(const envoy::service::ratelimit::v3::RateLimitRequest& request,
-                     envoy::service::ratelimit::v3::RateLimitResponse& response) const;
+// The memory store, used on the caller's thread.
+class InlineStoreAccess final : public RlsStoreAccess {
+ public:
+  InlineStoreAccess(Store& store, const Clock& clock) : store_(store), clock_(clock) {}
+  void Run(std::function<void(Store& store, Timestamp now)> work) override {
+    work(store_, clock_.Now());
+  }
 
  private:
   Store& store_;
   const Clock& clock_;
+};
+
+class RlsDecider {
+ public:
+  // Told the outcome of a call: "" (the response is filled) or why it was refused.
+  using Done = std::function<void(std::string error)>;
+
+  // `wall_clock`: Unix time, on which the service's windows are laid (a fixed window's
+  // end is reported even before anything is counted in it).
+  RlsDecider(RlsStoreAccess& access, const Clock& wall_clock)
+      : access_(access), wall_clock_(wall_clock) {}
+
+  void SetConfig(std::shared_ptr<const RateLimitConfig> config);
+  std::shared_ptr<const RateLimitConfig> config() const;
+
+  // Fills `response` (cleared first) for `request` and then calls `done`: at once
+  // with a store access that runs its work at once, else from the store's thread.
+  // `request` and `response` must stay until then.
+  void DecideAsync(const envoy::service::ratelimit::v3::RateLimitRequest& request,
+                   envoy::service::ratelimit::v3::RateLimitResponse& response, Done done) const;
+
+  // The same, for a store access that runs its work at once (tests): "" or the error.
+  std::string Decide(const envoy::service::ratelimit::v3::RateLimitRequest& request,
+                     envoy::service::ratelimit::v3::RateLimitResponse& response) const;
+
+ private:
+  struct Call;
+  // Each descriptor's limit, key and cost; "" or why the call is refused.
+  std::string Plan(Call& call) const;
+  void Answer(const Call& call) const;
+
+  RlsStoreAccess& access_;
+  const Clock& wall_clock_;
   mutable std::mutex config_mutex_;
   std::shared_ptr<const RateLimitConfig> config_;  // guarded by config_mutex_
 };

@@ -22,6 +22,7 @@
 #include "net/event_loop.h"
 #include "net/tls.h"
 #include "proxy/gateway.h"
+#include "store/redis_scripts.h"
 #include "store/redis_store.h"
 
 namespace sluice::server {
@@ -79,6 +80,9 @@ bool LoadRlsConfig(const config::Config& config,
     return true;
   }
   rls::LoadResult result = rls::RateLimitConfig::LoadPaths(config.envoy_ratelimit_configs);
+  if (result.errors.empty() && config.store.backend == config::StoreConfig::Backend::kRedis) {
+    result.errors = rls::RedisLimitErrors(*result.config);
+  }
   if (!result.errors.empty()) {
     for (const config::ConfigError& e : result.errors) *errors += e.ToString() + "\n";
     errors->pop_back();
@@ -204,6 +208,12 @@ class Worker final : public http::RequestHandler,
 
   void Run() { loop_.Run(); }
   net::EventLoop& loop() { return loop_; }
+
+  // From any thread: runs `work` on this worker's loop with its Redis store (Envoy's
+  // rate limit service, with store.backend redis).
+  void RunWithStore(std::function<void(Store&, Timestamp)> work) {
+    loop_.Post([this, work = std::move(work)] { work(*redis_store_, loop_.now()); });
+  }
 
   // From the main thread: stop accepting, finish what is in flight, then stop.
   void BeginDrain() {
@@ -866,6 +876,25 @@ class Worker final : public http::RequestHandler,
   int64_t drain_deadline_ns_ = 0;
 };
 
+// Envoy's rate limit service with the Redis store: each call's decisions go to a worker's
+// loop, in turn, where that worker's Redis connections batch them with its own. The
+// loop's time is passed on: Redis decides on its own clock, and the fallback of
+// on_failure: local is the memory store the workers share, which runs on theirs.
+class WorkerStoreAccess final : public rls::RlsStoreAccess {
+ public:
+  explicit WorkerStoreAccess(const std::vector<std::unique_ptr<Worker>>& workers)
+      : workers_(workers) {}
+  void Run(std::function<void(Store&, Timestamp)> work) override {
+    const size_t i = next_.fetch_add(1, std::memory_order_relaxed) % workers_.size();
+    workers_[i]->RunWithStore(std::move(work));
+  }
+  bool Decides(const Limit& limit) const override { return store::FitsRedisArithmetic(limit); }
+
+ private:
+  const std::vector<std::unique_ptr<Worker>>& workers_;
+  std::atomic<size_t> next_{0};
+};
+
 // --- Admin ----------------------------------------------------------------------------
 
 class AdminServer final : public http::RequestHandler {
@@ -1061,12 +1090,6 @@ std::string Server::Start() {
   }
   std::shared_ptr<const rls::RateLimitConfig> rls_config;
   if (config.grpc_listen) {
-    if (config.store.backend == config::StoreConfig::Backend::kRedis) {
-      // The service decides on gRPC's threads, which the Redis store (one per event
-      // loop) cannot serve yet.
-      return "grpc_listen: Envoy's rate limit service works with store.backend: memory "
-             "only in this version";
-    }
     std::string errors;
     if (!LoadRlsConfig(config, &rls_config, &errors)) return errors;
   }
@@ -1082,24 +1105,6 @@ std::string Server::Start() {
       config.store.backend == config::StoreConfig::Backend::kRedis ? "redis" : "memory");
   registry_.reloads_succeeded.Add();
   Publish(startup_config_);
-
-  std::string grpc_at;
-  if (config.grpc_listen) {
-    rls_store_ = std::make_unique<store::MemoryStore>(store_options);
-    rls_decider_ = std::make_unique<rls::RlsDecider>(*rls_store_, rls_clock_);
-    rls_decider_->SetConfig(std::move(rls_config));
-    // One completion queue and poller per worker: the gRPC service scales with the
-    // cores the HTTP side is given.
-    unsigned rls_threads = config.workers;
-    if (rls_threads == 0) rls_threads = std::max(1u, std::thread::hardware_concurrency());
-    rls_server_ = std::make_unique<rls::RlsServer>(*rls_decider_, static_cast<int>(rls_threads));
-    if (std::string rls_error = rls_server_->Start(*config.grpc_listen); !rls_error.empty()) {
-      return rls_error;
-    }
-    net::Endpoint bound = *config.grpc_listen;
-    bound.port = rls_server_->port();
-    grpc_at = fmt::format("grpc on {}, ", bound.ToString());
-  }
 
   unsigned worker_count = config.workers;
   if (worker_count == 0) worker_count = std::max(1u, std::thread::hardware_concurrency());
@@ -1127,6 +1132,28 @@ std::string Server::Start() {
   for (unsigned i = 0; i < worker_count; ++i) {
     const uint64_t seed = (uint64_t{random()} << 32) ^ random();
     workers_.push_back(std::make_unique<Worker>(*this, *store_, fds[i], seed));
+  }
+  std::string grpc_at;
+  if (config.grpc_listen) {
+    if (config.store.backend == config::StoreConfig::Backend::kRedis) {
+      // Each worker's Redis store, on its loop: the calls are spread over the workers.
+      rls_access_ = std::make_unique<WorkerStoreAccess>(workers_);
+    } else {
+      rls_store_ = std::make_unique<store::MemoryStore>(store_options);
+      rls_access_ = std::make_unique<rls::InlineStoreAccess>(*rls_store_, rls_clock_);
+    }
+    rls_decider_ = std::make_unique<rls::RlsDecider>(*rls_access_, rls_clock_);
+    rls_decider_->SetConfig(std::move(rls_config));
+    // One completion queue and poller per worker: the gRPC service scales with the
+    // cores the HTTP side is given.
+    rls_server_ = std::make_unique<rls::RlsServer>(*rls_decider_, static_cast<int>(worker_count));
+    if (std::string rls_error = rls_server_->Start(*config.grpc_listen); !rls_error.empty()) {
+      close(admin_fd);
+      return rls_error;  // the workers close their listeners when destroyed
+    }
+    net::Endpoint bound = *config.grpc_listen;
+    bound.port = rls_server_->port();
+    grpc_at = fmt::format("grpc on {}, ", bound.ToString());
   }
   admin_ = std::make_unique<AdminServer>(*this, admin_fd, LimitsOf(config));
   for (auto& w : workers_) threads_.emplace_back([worker = w.get()] { worker->Run(); });

@@ -109,7 +109,8 @@ class Server {
   // own store: its counters run on wall-clock time (windows on the Unix epoch, as the
   // service's), and one store's expiry must not compare timestamps of two clocks.
   SystemClock rls_clock_;
-  std::unique_ptr<store::MemoryStore> rls_store_;
+  std::unique_ptr<store::MemoryStore> rls_store_;  // memory backend only
+  std::unique_ptr<rls::RlsStoreAccess> rls_access_;
   std::unique_ptr<rls::RlsDecider> rls_decider_;
   std::unique_ptr<rls::RlsServer> rls_server_;
 };

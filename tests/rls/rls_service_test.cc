@@ -16,6 +16,7 @@
 
 #include "envoy/service/ratelimit/v3/rls.grpc.pb.h"
 #include "integration/harness.h"
+#include "redis/redis_process.h"
 #include "store/memory_store.h"
 
 namespace sluice::rls {
@@ -96,7 +97,8 @@ class RlsDeciderTest : public ::testing::Test {
   // On a whole hour of the clock: fixed windows start there.
   ManualClock clock_{Timestamp{} + 1000h};
   store::MemoryStore store_{store::MemoryStore::Options{}};
-  RlsDecider decider_{store_, clock_};
+  InlineStoreAccess access_{store_, clock_};
+  RlsDecider decider_{access_, clock_};
 };
 
 TEST_F(RlsDeciderTest, KeyOnlyLimitCountsEachValueOnItsOwnAndAnswersOverLimit) {
@@ -344,6 +346,81 @@ rules: []
                                     integration::Millis(5000));
   EXPECT_FALSE(sluice.started());
   EXPECT_NE(sluice.Stderr().find("bad.yaml:4:"), std::string::npos) << sluice.Stderr();
+}
+
+// With store.backend redis: each worker's Redis store decides, so instances share the
+// counts; limits beyond the scripts' exact range are refused at start with their place.
+TEST(RlsServerTest, WithRedisTwoInstancesShareTheCountsAndTooLargeLimitsAreRefused) {
+  sluice::testing::RedisProcess redis;
+  ASSERT_TRUE(redis.Start()) << redis.error();
+  integration::TempDir dir;
+  ASSERT_TRUE(integration::WriteFileText(dir.File("edge.yaml"), kConfig));
+  const auto config_for = [&](const std::string& envoy_file) {
+    return fmt::format(R"(listen: "127.0.0.1:0"
+admin_listen: "127.0.0.1:0"
+grpc_listen: "127.0.0.1:0"
+workers: 2
+store:
+  backend: redis
+  redis: {{mode: ring, nodes: ["{}"], connect_timeout_ms: 500, command_timeout_ms: 500}}
+  on_failure: deny
+envoy_ratelimit_configs: ["{}"]
+rules: []
+)",
+                       redis.address(), envoy_file);
+  };
+  integration::SluiceProcess a(config_for(dir.File("edge.yaml")));
+  integration::SluiceProcess b(config_for(dir.File("edge.yaml")));
+  ASSERT_TRUE(a.started()) << a.error();
+  ASSERT_TRUE(b.started()) << b.error();
+  const auto ask = [](uint16_t port, const RateLimitRequest& request) {
+    auto stub = envoy::service::ratelimit::v3::RateLimitService::NewStub(
+        grpc::CreateChannel(fmt::format("127.0.0.1:{}", port), grpc::InsecureChannelCredentials()));
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() + 5s);
+    RateLimitResponse response;
+    const grpc::Status status = stub->ShouldRateLimit(&context, request, &response);
+    EXPECT_TRUE(status.ok()) << status.error_message();
+    return response;
+  };
+  // The token bucket of 5 an hour for /api/*, taken in turn on both instances (and so
+  // on several workers of each): 5 pass, whichever instance answers.
+  const RateLimitRequest api = Request("edge", {Descriptor({{"path", "/api/redis"}})});
+  std::vector<uint32_t> remaining;
+  for (int i = 0; i < 6; ++i) {
+    const RateLimitResponse r = ask(i % 2 == 0 ? a.grpc_port() : b.grpc_port(), api);
+    EXPECT_EQ(r.overall_code(), i < 5 ? RateLimitResponse::OK : RateLimitResponse::OVER_LIMIT);
+    remaining.push_back(r.statuses(0).limit_remaining());
+  }
+  EXPECT_EQ(remaining, (std::vector<uint32_t>{4, 3, 2, 1, 0, 0}));
+
+  // An override beyond the Redis scripts' range is refused, not decided inexactly.
+  RateLimitDescriptor huge = Descriptor({{"remote_address", "1.1.1.1"}});
+  huge.mutable_limit()->set_requests_per_unit(4'000'000'000u);
+  huge.mutable_limit()->set_unit(envoy::type::v3::SECOND);
+  {
+    auto stub = envoy::service::ratelimit::v3::RateLimitService::NewStub(grpc::CreateChannel(
+        fmt::format("127.0.0.1:{}", a.grpc_port()), grpc::InsecureChannelCredentials()));
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() + 5s);
+    RateLimitResponse response;
+    const grpc::Status status = stub->ShouldRateLimit(&context, Request("edge", {huge}), &response);
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+    EXPECT_NE(status.error_message().find("beyond what the store decides exactly"),
+              std::string::npos)
+        << status.error_message();
+  }
+
+  // A configured limit beyond it stops the start, naming its place.
+  ASSERT_TRUE(integration::WriteFileText(
+      dir.File("big.yaml"),
+      "domain: big\ndescriptors:\n  - key: k\n    rate_limit: {unit: day, requests_per_unit: "
+      "1000000}\n"));
+  integration::SluiceProcess refused(config_for(dir.File("big.yaml")), integration::Millis(5000));
+  EXPECT_FALSE(refused.started());
+  EXPECT_NE(refused.Stderr().find("big.yaml:4:"), std::string::npos) << refused.Stderr();
+  EXPECT_NE(refused.Stderr().find("too many for store.backend redis"), std::string::npos)
+      << refused.Stderr();
 }
 
 }  // namespace
