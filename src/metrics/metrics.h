@@ -29,6 +29,9 @@ class Counter {
   void Add(uint64_t n = 1) {
     value_.store(value_.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
   }
+  // For a counter several threads write (Envoy's rate limit service's, which gRPC's
+  // threads and the workers' loops update): every writer of it must use this.
+  void AddShared(uint64_t n = 1) { value_.fetch_add(n, std::memory_order_relaxed); }
   uint64_t Get() const { return value_.load(std::memory_order_relaxed); }
 
  private:

@@ -119,7 +119,8 @@ struct RlsDecider::Call {
   };
 
   const RlsDecider* decider = nullptr;
-  std::shared_ptr<const RateLimitConfig> config;  // the limits stay while in flight
+  std::shared_ptr<const Loaded> loaded;  // the limits stay while in flight
+  const RateLimitConfig* config = nullptr;
   const RateLimitRequest* request = nullptr;
   RateLimitResponse* response = nullptr;
   Done done;
@@ -135,14 +136,32 @@ struct RlsDecider::Call {
   }
 };
 
+RlsDecider::RlsDecider(RlsStoreAccess& access, const Clock& wall_clock, metrics::Registry* registry)
+    : access_(access), wall_clock_(wall_clock), registry_(registry) {
+  if (registry_ != nullptr) metrics_ = &registry_->AddWorker();
+}
+
 void RlsDecider::SetConfig(std::shared_ptr<const RateLimitConfig> config) {
+  auto loaded = std::make_shared<Loaded>();
+  if (config != nullptr && registry_ != nullptr) {
+    for (const RlsLimit& limit : config->limits()) {
+      loaded->slots.push_back(
+          registry_->RuleSlot(limit.name.empty() ? limit.full_key : limit.name));
+    }
+  }
+  loaded->config = std::move(config);
   std::lock_guard lock(config_mutex_);
-  config_ = std::move(config);
+  loaded_ = std::move(loaded);
+}
+
+std::shared_ptr<const RlsDecider::Loaded> RlsDecider::loaded() const {
+  std::lock_guard lock(config_mutex_);
+  return loaded_;
 }
 
 std::shared_ptr<const RateLimitConfig> RlsDecider::config() const {
-  std::lock_guard lock(config_mutex_);
-  return config_;
+  const std::shared_ptr<const Loaded> l = loaded();
+  return l == nullptr ? nullptr : l->config;
 }
 
 std::string RlsDecider::Decide(const RateLimitRequest& request, RateLimitResponse& response) const {
@@ -159,7 +178,8 @@ void RlsDecider::DecideAsync(const RateLimitRequest& request, RateLimitResponse&
   if (request.descriptors_size() == 0) return done("rate limit descriptor list must not be empty");
   auto* call = new Call;
   call->decider = this;
-  call->config = config();
+  call->loaded = loaded();
+  call->config = call->loaded == nullptr ? nullptr : call->loaded->config.get();
   call->request = &request;
   call->response = &response;
   call->done = std::move(done);
@@ -183,7 +203,7 @@ void RlsDecider::DecideAsync(const RateLimitRequest& request, RateLimitResponse&
 
 std::string RlsDecider::Plan(Call& call) const {
   const RateLimitRequest& request = *call.request;
-  const RateLimitConfig* config = call.config.get();
+  const RateLimitConfig* config = call.config;
   const std::string& domain = request.domain();
   const size_t count = static_cast<size_t>(request.descriptors_size());
   thread_local std::vector<Entry> entries;
@@ -306,6 +326,20 @@ void RlsDecider::Answer(const Call& call) const {
     if (limited && !limit->shadow_mode) {
       over = true;
       if (d.retry_after != Decision::kNever) retry_after = std::max(retry_after, d.retry_after);
+    }
+    if (metrics_ != nullptr) {
+      // Counted under the configured limit (an override counts under the one it
+      // replaced; an override of nothing, under no rule).
+      const RlsLimit* named = item.applied.configured;
+      const std::vector<size_t>& slots = call.loaded->slots;
+      const size_t index = named == nullptr
+                               ? slots.size()
+                               : static_cast<size_t>(named - call.config->limits().data());
+      const size_t slot = index < slots.size() ? slots[index] : metrics::kSlotNoRule;
+      const metrics::Outcome outcome = !limited             ? metrics::Outcome::kAllowed
+                                       : limit->shadow_mode ? metrics::Outcome::kShadowLimited
+                                                            : metrics::Outcome::kLimited;
+      metrics_->requests[slot][static_cast<size_t>(outcome)].AddShared();
     }
 
     const std::string_view name = limit->name.empty() ? limit->full_key : limit->name;

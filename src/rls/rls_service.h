@@ -29,6 +29,7 @@
 #include <thread>
 #include <vector>
 
+#include "metrics/metrics.h"
 #include "net/address.h"
 #include "rls/ratelimit_config.h"
 #include "sluice/clock.h"
@@ -78,11 +79,18 @@ class RlsDecider {
 
   // `wall_clock`: Unix time, on which the service's windows are laid (a fixed window's
   // end is reported even before anything is counted in it).
-  RlsDecider(RlsStoreAccess& access, const Clock& wall_clock)
-      : access_(access), wall_clock_(wall_clock) {}
+  // `registry`, when given, counts every decision in sluice_requests_total under the
+  // limit's name (rate_limit.name, else its stats key, "domain.key_value").
+  RlsDecider(RlsStoreAccess& access, const Clock& wall_clock,
+             metrics::Registry* registry = nullptr);
 
   void SetConfig(std::shared_ptr<const RateLimitConfig> config);
   std::shared_ptr<const RateLimitConfig> config() const;
+  // The metric slot of each of the config's limits, in limits() order.
+  struct Loaded {
+    std::shared_ptr<const RateLimitConfig> config;
+    std::vector<size_t> slots;
+  };
 
   // Fills `response` (cleared first) for `request` and then calls `done`: at once
   // with a store access that runs its work at once, else from the store's thread.
@@ -100,10 +108,15 @@ class RlsDecider {
   std::string Plan(Call& call) const;
   void Answer(const Call& call) const;
 
+  std::shared_ptr<const Loaded> loaded() const;
+
   RlsStoreAccess& access_;
   const Clock& wall_clock_;
+  metrics::Registry* registry_;
+  // Written by every thread that answers (AddShared); null without a registry.
+  metrics::WorkerMetrics* metrics_ = nullptr;
   mutable std::mutex config_mutex_;
-  std::shared_ptr<const RateLimitConfig> config_;  // guarded by config_mutex_
+  std::shared_ptr<const Loaded> loaded_;  // guarded by config_mutex_
 };
 
 // The gRPC server around a decider: `threads` completion queues, each polled by a

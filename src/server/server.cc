@@ -1142,7 +1142,7 @@ std::string Server::Start() {
       rls_store_ = std::make_unique<store::MemoryStore>(store_options);
       rls_access_ = std::make_unique<rls::InlineStoreAccess>(*rls_store_, rls_clock_);
     }
-    rls_decider_ = std::make_unique<rls::RlsDecider>(*rls_access_, rls_clock_);
+    rls_decider_ = std::make_unique<rls::RlsDecider>(*rls_access_, rls_clock_, &registry_);
     rls_decider_->SetConfig(std::move(rls_config));
     // One completion queue and poller per worker: the gRPC service scales with the
     // cores the HTTP side is given.

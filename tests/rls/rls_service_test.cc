@@ -305,6 +305,15 @@ rules: []
     EXPECT_EQ(r.overall_code(), i <= 5 ? RateLimitResponse::OK : RateLimitResponse::OVER_LIMIT);
     EXPECT_EQ(r.statuses(0).limit_remaining(), static_cast<uint32_t>(std::max(0, 5 - i)));
   }
+  // Counted as the HTTP rules are, under the limit's name.
+  const integration::HttpResponse metrics = integration::FetchGet(sluice.admin_port(), "/metrics");
+  EXPECT_EQ(integration::MetricValue(metrics.body, "sluice_requests_total",
+                                     R"(rule="api",decision="allowed")"),
+            5);
+  EXPECT_EQ(integration::MetricValue(metrics.body, "sluice_requests_total",
+                                     R"(rule="api",decision="limited")"),
+            1)
+      << metrics.body;
 
   // A new limit in the file takes effect on SIGHUP, counted afresh under the new rate.
   std::string changed(kConfig);
