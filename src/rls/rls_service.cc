@@ -257,8 +257,14 @@ std::string RlsDecider::Plan(Call& call) const {
     // lists of entries read alike).
     counted.clear();
     for (const Entry& e : entries) {
-      fmt::format_to(std::back_inserter(counted), "{}:{}={}:{};", e.first.size(), e.first,
-                     e.second.size(), e.second);
+      http::AppendDecimal(counted, e.first.size());
+      counted += ':';
+      counted.append(e.first);
+      counted += '=';
+      http::AppendDecimal(counted, e.second.size());
+      counted += ':';
+      counted.append(e.second);
+      counted += ';';
     }
     const XXH128_hash_t hash = XXH3_128bits(counted.data(), counted.size());
     item.key.assign("rls:");
