@@ -2,6 +2,7 @@
 
 #include <absl/synchronization/mutex.h>
 #include <fmt/format.h>
+#include <grpcpp/alarm.h>
 #include <grpcpp/grpcpp.h>
 #include <xxhash.h>
 
@@ -11,6 +12,19 @@
 #include "envoy/service/ratelimit/v3/rls.grpc.pb.h"
 #include "envoy/service/ratelimit/v3/rls.pb.h"
 #include "http/ascii.h"
+
+#if defined(__SANITIZE_THREAD__)
+#include <sanitizer/tsan_interface.h>
+// A worker's loop (with Redis) fills a call's answer, then sets the alarm that hands the
+// call back to its poller; gRPC delivers the alarm after it was set, but through its
+// own atomics, which ThreadSanitizer cannot see in Debian's uninstrumented build. These
+// mark that order.
+#define SLUICE_HANDED_OVER(p) __tsan_release(p)
+#define SLUICE_TAKEN_BACK(p) __tsan_acquire(p)
+#else
+#define SLUICE_HANDED_OVER(p)
+#define SLUICE_TAKEN_BACK(p)
+#endif
 
 namespace sluice::rls {
 namespace {
@@ -414,30 +428,62 @@ class Call {
   // What the queue said about this call's last step; `ok` false: the server is
   // shutting down (a slot that never got a call) or the call broke.
   void Step(bool ok) {
-    if (finishing_ || !ok) {
-      delete this;
-      return;
+    SLUICE_TAKEN_BACK(this);
+    switch (state_) {
+      case State::kWaiting:
+        if (!ok) break;
+        new Call(service_, queue_);
+        state_ = State::kDeciding;
+        poller_ = std::this_thread::get_id();
+        // The memory store answers at once, here; a Redis decision is answered on a
+        // worker's loop, which hands the call back to this queue (an alarm due now), so
+        // that the answer is written and the call ends on its poller's thread.
+        service_.decider().DecideAsync(request_, response_, [this](std::string error) {
+          error_ = std::move(error);
+          if (std::this_thread::get_id() == poller_) {
+            Finish();
+          } else {
+            // Nothing of the call is read after the hand-over: the poller may end it as
+            // soon as the alarm is set (the alarm's own state is reference-counted).
+            grpc::Alarm& alarm = alarm_;
+            grpc::ServerCompletionQueue* queue = &queue_;
+            void* tag = this;
+            SLUICE_HANDED_OVER(tag);
+            alarm.Set(queue, gpr_now(GPR_CLOCK_MONOTONIC), tag);
+          }
+        });
+        return;
+      case State::kDeciding:  // back from a worker's loop
+        if (!ok) break;
+        Finish();
+        return;
+      case State::kFinishing:
+        break;
     }
-    new Call(service_, queue_);
-    finishing_ = true;
-    // Finished here with the memory store; from the store's loop with Redis (gRPC takes
-    // a Finish from any thread).
-    service_.decider().DecideAsync(request_, response_, [this](std::string error) {
-      responder_.Finish(response_,
-                        error.empty() ? grpc::Status::OK
-                                      : grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, error),
-                        this);
-    });
+    delete this;
   }
 
  private:
+  enum class State { kWaiting, kDeciding, kFinishing };
+
+  void Finish() {
+    state_ = State::kFinishing;
+    responder_.Finish(response_,
+                      error_.empty() ? grpc::Status::OK
+                                     : grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, error_),
+                      this);
+  }
+
   RlsServer::Service& service_;
   grpc::ServerCompletionQueue& queue_;
   grpc::ServerContext context_;
   RateLimitRequest request_;
   RateLimitResponse response_;
   grpc::ServerAsyncResponseWriter<RateLimitResponse> responder_;
-  bool finishing_ = false;
+  grpc::Alarm alarm_;
+  State state_ = State::kWaiting;
+  std::thread::id poller_;
+  std::string error_;
 };
 
 // Calls waiting on each queue for a client: enough that a burst of new calls does not

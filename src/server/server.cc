@@ -1228,13 +1228,14 @@ int Server::Run() {
     break;
   }
   fmt::print(stderr, "sluice: shutting down: finishing requests in flight\n");
+  // The gRPC service first: its calls in flight may wait on the workers' Redis stores.
+  if (rls_server_ != nullptr) rls_server_->Stop();
   draining_.store(true, std::memory_order_relaxed);
   for (auto& w : workers_) w->BeginDrain();
   for (auto& t : threads_) t.join();
   threads_.clear();
   admin_->loop().Stop();
   admin_thread_.join();
-  if (rls_server_ != nullptr) rls_server_->Stop();
   fmt::print(stderr, "sluice: stopped\n");
   return 0;
 }
