@@ -30,6 +30,7 @@ struct Options {
   std::string domain = "bench";
   std::string key = "remote_address";
   int concurrency = 64;
+  int descriptors = 1;  // per call: remote_address, then path, then user
   int keys = 10000;
   double duration_s = 8;
 };
@@ -80,6 +81,13 @@ class Load {
     entry->set_key(options_.key);
     const int k = next_key_.fetch_add(1, std::memory_order_relaxed) % options_.keys;
     entry->set_value(fmt::format("10.{}.{}.{}", k / 65536 % 256, k / 256 % 256, k % 256));
+    // More descriptors, as Envoy sends one per rate limit action of the route.
+    static constexpr const char* kMoreKeys[] = {"path", "user"};
+    for (int d = 1; d < options_.descriptors && d <= 2; ++d) {
+      auto* more = call->request.add_descriptors()->add_entries();
+      more->set_key(kMoreKeys[d - 1]);
+      more->set_value(fmt::format("/api/{}", k % 1000));
+    }
     call->context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
     call->started = Clock::now();
     stub_->async()->ShouldRateLimit(&call->context, &call->request, &call->response,
@@ -128,6 +136,7 @@ int main(int argc, char** argv) {
   app.add_option("--key", options.key, "The descriptor entry's key");
   app.add_option("--concurrency", options.concurrency, "Calls in flight");
   app.add_option("--keys", options.keys, "Distinct descriptor values, cycled");
+  app.add_option("--descriptors", options.descriptors, "Descriptors per call (1 to 3)");
   app.add_option("--duration", options.duration_s, "Seconds");
   CLI11_PARSE(app, argc, argv);
   return Load(options).Run();
