@@ -279,33 +279,17 @@ for round in $(seq "$ROUNDS"); do
       got=$(sanity "$case" || true)
       if [ "$got" != ok ]; then
         echo "CHECK FAILED: $case: curl after the run: $got" >&2
-        [ "$check" = ok ] && check="curl-after" || check="$check;curl-after"
+        add_check curl-after
       fi
     fi
     stop_pid "$MAIN_PID"
-    line=$(grep '^RESULT ' "$dir/wrk.out" || true)
-    if [ -z "$line" ]; then
-      echo "CHECK FAILED: $case: wrk gave no result; its output:" >&2
-      cat "$dir/wrk.out" >&2
-      FAILED=1
-      continue
-    fi
-    declare -A r=()
-    for kv in ${line#RESULT }; do r[${kv%%=*}]=${kv#*=}; done
-    sockerr=$((r[connect] + r[read] + r[write] + r[timeout]))
+    wrk_result "$case" "$dir/wrk.out" || { FAILED=1; continue; }
     if [ "${r[status]}" -ne 0 ]; then
       echo "CHECK FAILED: $case: wrk non-2xx ${r[status]} of ${r[requests]}" >&2
-      [ "$check" = ok ] && check="non2xx" || check="$check;non2xx"
+      add_check non2xx
     fi
-    if [ "$sockerr" -ne 0 ]; then
-      echo "CHECK FAILED: $case: wrk socket errors connect ${r[connect]} read ${r[read]} write ${r[write]} timeout ${r[timeout]}" >&2
-      [ "$check" = ok ] && check="sockerr" || check="$check;sockerr"
-    fi
-    if [ "$alive" = no ]; then
-      echo "CHECK FAILED: $case: the server exited during the run; its output:" >&2
-      tail -20 "$dir/server.log" >&2
-      [ "$check" = ok ] && check="died" || check="$check;died"
-    elif [ "$SERVER" = sluice ]; then
+    alive_check "$case" "$alive" "$dir/server.log"
+    if [ "$alive" != no ] && [ "$SERVER" = sluice ]; then
       # The run's decisions: all allowed, wrk's requests × queries of them, plus at
       # most one request per connection in flight when wrk stopped; only 200s.
       read -r a0 o0 ok0 bad0 <<<"$counters_before"
@@ -316,7 +300,7 @@ for round in $(seq "$ROUNDS"); do
          [ "$allowed" -gt "$high" ] || [ "$oks" -lt "${r[requests]}" ] ||
          [ "$oks" -gt $((r[requests] + CONNECTIONS)) ]; then
         echo "CHECK FAILED: $case: sluice counted $allowed allowed and $others other decisions, $oks 200 and $bads other answers; wrk completed ${r[requests]} requests of $per decision(s)" >&2
-        [ "$check" = ok ] && check="counters" || check="$check;counters"
+        add_check counters
       fi
     fi
     [ "$check" = ok ] || FAILED=1

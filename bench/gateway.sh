@@ -215,32 +215,15 @@ for round in $(seq "$ROUNDS"); do
     upstream_alive=yes; kill -0 "$UPSTREAM_PID" 2>/dev/null || upstream_alive=no
     stop_pid "$GATEWAY_PID"
     stop_pid "$UPSTREAM_PID"
-    line=$(grep '^RESULT ' "$dir/wrk.out" || true)
-    if [ -z "$line" ]; then
-      echo "CHECK FAILED: $gateway: wrk gave no result; its output:" >&2
-      cat "$dir/wrk.out" >&2
-      FAILED=1
-      continue
-    fi
-    declare -A r=()
-    for kv in ${line#RESULT }; do r[${kv%%=*}]=${kv#*=}; done
-    sockerr=$((r[connect] + r[read] + r[write] + r[timeout]))
+    wrk_result "$gateway" "$dir/wrk.out" || { FAILED=1; continue; }
     if [ "${r[status]}" -ne 0 ]; then
       echo "CHECK FAILED: $gateway: wrk non-2xx ${r[status]} of ${r[requests]}" >&2
-      [ "$check" = ok ] && check="non2xx" || check="$check;non2xx"
+      add_check non2xx
     fi
-    if [ "$sockerr" -ne 0 ]; then
-      echo "CHECK FAILED: $gateway: wrk socket errors connect ${r[connect]} read ${r[read]} write ${r[write]} timeout ${r[timeout]}" >&2
-      [ "$check" = ok ] && check="sockerr" || check="$check;sockerr"
-    fi
-    if [ "$alive" = no ]; then
-      echo "CHECK FAILED: $gateway: the gateway exited during the run; its output:" >&2
-      tail -20 "$dir/server.log" >&2
-      [ "$check" = ok ] && check="died" || check="$check;died"
-    fi
+    alive_check "$gateway" "$alive" "$dir/server.log"
     if [ "$upstream_alive" = no ]; then
       echo "CHECK FAILED: $gateway: the upstream exited during the run" >&2
-      [ "$check" = ok ] && check="upstream-died" || check="$check;upstream-died"
+      add_check upstream-died
     fi
     [ "$check" = ok ] || FAILED=1
     cpu_us=$(( (after - before) * 1000000 / CLK_TCK ))

@@ -149,33 +149,16 @@ for round in $(seq "$ROUNDS"); do
       user_after=$(user_ticks "${MEASURED[@]}")
       alive=yes; kill -0 "$MAIN_PID" 2>/dev/null || alive=no
       stop
-      line=$(grep '^RESULT ' "$dir/wrk.out" || true)
-      if [ -z "$line" ]; then
-        echo "CHECK FAILED: $server ($case): wrk gave no result; its output:" >&2
-        cat "$dir/wrk.out" >&2
-        FAILED=1
-        continue
-      fi
-      declare -A r=()
-      for kv in ${line#RESULT }; do r[${kv%%=*}]=${kv#*=}; done
-      sockerr=$((r[connect] + r[read] + r[write] + r[timeout]))
+      wrk_result "$server ($case)" "$dir/wrk.out" || { FAILED=1; continue; }
       # limited: every wrk request should be refused, give or take the one token that
       # comes back each minute.
       if [ "$case" = pass ]; then ok_non2xx=$((r[status] == 0))
       else ok_non2xx=$((r[status] >= r[requests] - 1 - RUN_SECONDS / 60)); fi
       if [ "$ok_non2xx" != 1 ]; then
         echo "CHECK FAILED: $server ($case): wrk non-2xx ${r[status]} of ${r[requests]}" >&2
-        [ "$check" = ok ] && check="non2xx" || check="$check;non2xx"
+        add_check non2xx
       fi
-      if [ "$sockerr" -ne 0 ]; then
-        echo "CHECK FAILED: $server ($case): wrk socket errors connect ${r[connect]} read ${r[read]} write ${r[write]} timeout ${r[timeout]}" >&2
-        [ "$check" = ok ] && check="sockerr" || check="$check;sockerr"
-      fi
-      if [ "$alive" = no ]; then
-        echo "CHECK FAILED: $server ($case): the server exited during the run; its output:" >&2
-        tail -20 "$dir/server.log" >&2
-        [ "$check" = ok ] && check="died" || check="$check;died"
-      fi
+      alive_check "$server ($case)" "$alive" "$dir/server.log"
       [ "$check" = ok ] || FAILED=1
       cpu_us=$(( (after - before) * 1000000 / CLK_TCK ))
       user_us=$(( (user_after - user_before) * 1000000 / CLK_TCK ))

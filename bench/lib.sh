@@ -146,3 +146,38 @@ bench_cleanup() {
   done
   if [ "${KEEP:-0}" = 1 ]; then echo "work directory kept: $WORK" >&2; else rm -rf "$WORK"; fi
 }
+
+# add_check NAME: marks the round's `check` ("ok" until something fails) with NAME.
+add_check() {
+  if [ "$check" = ok ]; then check=$1; else check="$check;$1"; fi
+}
+
+# wrk_result LABEL FILE: reads the RESULT line that bench/http/report.lua (or a script
+# built on it) printed into FILE into the array r (requests, status, connect, read,
+# write, timeout, p50_us, ...) and sets sockerr; socket errors fail the round's check.
+# False, with wrk's output shown, when there is no RESULT line.
+wrk_result() {
+  local label=$1 file=$2 line kv
+  line=$(grep '^RESULT ' "$file" || true)
+  if [ -z "$line" ]; then
+    echo "CHECK FAILED: $label: wrk gave no result; its output:" >&2
+    cat "$file" >&2
+    return 1
+  fi
+  declare -gA r=()
+  for kv in ${line#RESULT }; do r[${kv%%=*}]=${kv#*=}; done
+  sockerr=$((r[connect] + r[read] + r[write] + r[timeout]))
+  if [ "$sockerr" -ne 0 ]; then
+    echo "CHECK FAILED: $label: wrk socket errors connect ${r[connect]} read ${r[read]} write ${r[write]} timeout ${r[timeout]}" >&2
+    add_check sockerr
+  fi
+}
+
+# alive_check LABEL ALIVE LOG: a server that exited during the run (ALIVE=no) fails
+# the round's check, with the end of its LOG shown.
+alive_check() {
+  [ "$2" = no ] || return 0
+  echo "CHECK FAILED: $1: the server exited during the run; its output:" >&2
+  tail -20 "$3" >&2
+  add_check died
+}
