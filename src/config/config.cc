@@ -461,9 +461,9 @@ class Loader {
 
 void Loader::LoadDocument(const Item& root, Config& config) {
   const std::optional<Fields> top =
-      Map(root, {"listen", "admin_listen", "grpc_listen", "envoy_ratelimit_configs", "workers",
-                 "http", "tls", "clients", "access", "store", "rules", "routes", "upstreams",
-                 "headers", "access_log"});
+      Map(root, {"listen", "admin_listen", "grpc_listen", "envoy_ratelimit_configs", "decision_api",
+                 "workers", "http", "tls", "clients", "access", "store", "rules", "routes",
+                 "upstreams", "headers", "access_log"});
   if (!top) return;
   if (const Item* v = top->Value("listen")) {
     if (auto endpoint = Endpoint(*v)) config.listen = *endpoint;
@@ -489,6 +489,9 @@ void Loader::LoadDocument(const Item& root, Config& config) {
         config.envoy_ratelimit_configs.push_back(*text);
       }
     }
+  }
+  if (const Item* v = top->Value("decision_api")) {
+    if (auto enabled = Bool(*v)) config.decision_api = *enabled;
   }
   if (const Item* v = top->Value("workers")) {
     if (auto workers = Whole(*v, 0, 1024)) config.workers = static_cast<unsigned>(*workers);

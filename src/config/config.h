@@ -153,6 +153,10 @@ struct Config {
   // Files or directories (every *.yaml/*.yml in it) in envoyproxy/ratelimit's own
   // format, served on grpc_listen (docs/decision-api.md); paths as given, like tls's.
   std::vector<std::string> envoy_ratelimit_configs;
+  // POST /v1/check and GET /v1/auth answered on `listen` (docs/decision-api.md); false
+  // leaves those paths to the rules and routes like any other (a gateway whose
+  // upstreams use them).
+  bool decision_api = true;
   unsigned workers = 0;  // 0 = one per core
   HttpLimits http;
   TlsConfig tls;

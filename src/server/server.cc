@@ -236,11 +236,11 @@ class Worker final : public http::RequestHandler,
   // http::RequestHandler
   void OnRequest(http::ServerConnection& connection, const http::Request& request) override {
     RefreshPolicy();
-    if (request.path == "/v1/check") {
+    if (decision_api_ && request.path == "/v1/check") {
       StartCheck(connection, request);
       return;
     }
-    if (request.path == "/v1/auth") {
+    if (decision_api_ && request.path == "/v1/auth") {
       Authorize(connection, request);
       return;
     }
@@ -522,6 +522,7 @@ class Worker final : public http::RequestHandler,
     policy_version_ = version;
     limits_ = LimitsOf(policy_->config());
     legacy_headers_ = policy_->config().legacy_headers;
+    decision_api_ = policy_->config().decision_api;
     FlushLog();  // what was logged so far goes to the file it was meant for
     log_file_ = server_.access_log();
     access_log_ = log_file_ != nullptr;
@@ -860,6 +861,7 @@ class Worker final : public http::RequestHandler,
   std::shared_ptr<const LogFile> log_file_;  // null: access log off
   uint64_t policy_version_ = UINT64_MAX;
   bool legacy_headers_ = false;
+  bool decision_api_ = true;
   bool access_log_ = false;
   int64_t max_connections_ = 0;
 

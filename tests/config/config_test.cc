@@ -142,6 +142,22 @@ TEST(ConfigExamples, FullExampleLoadsEveryKey) {
   EXPECT_EQ(config.upstreams[1].balance, Upstream::Balance::kLeastConnections);
 }
 
+TEST(ConfigDecisionApis, SwitchAndEnvoyConfigPaths) {
+  const auto config = Load(R"(
+decision_api: false
+envoy_ratelimit_configs: ["/etc/ratelimit/config", "extra.yaml"]
+)");
+  ASSERT_NE(config, nullptr);
+  EXPECT_FALSE(config->decision_api);
+  EXPECT_EQ(config->envoy_ratelimit_configs,
+            (std::vector<std::string>{"/etc/ratelimit/config", "extra.yaml"}));
+  EXPECT_EQ(Errors("decision_api: maybe\nenvoy_ratelimit_configs: [\"\"]\n"),
+            (std::vector<std::string>{
+                "t.yaml:1:15: decision_api: expected true or false, got \"maybe\"",
+                "t.yaml:2:27: envoy_ratelimit_configs[0]: expected a file or directory of "
+                "envoyproxy/ratelimit configs"}));
+}
+
 // ---- Defaults ----
 
 TEST(ConfigDefaults, EmptyMapTakesEveryDefault) {
@@ -151,6 +167,8 @@ TEST(ConfigDefaults, EmptyMapTakesEveryDefault) {
   EXPECT_EQ(config->listen.ToString(), "0.0.0.0:8080");
   EXPECT_EQ(config->admin_listen.ToString(), "127.0.0.1:9090");
   EXPECT_FALSE(config->grpc_listen.has_value());
+  EXPECT_TRUE(config->envoy_ratelimit_configs.empty());
+  EXPECT_TRUE(config->decision_api);
   EXPECT_EQ(config->workers, 0u);
   EXPECT_EQ(config->http.max_header_bytes, 16384u);
   EXPECT_EQ(config->http.max_body_bytes, 10485760u);
@@ -330,16 +348,16 @@ TEST(ConfigErrors, ToStringWithAndWithoutAPlace) {
 // ---- Unknown and duplicate keys ----
 
 TEST(ConfigErrors, UnknownKeyAtTopLevelPointsAtTheKey) {
-  EXPECT_EQ(
-      Errors(R"(
+  EXPECT_EQ(Errors(R"(
 workers: 1
   # comment
 lisen: ":8080"
 )"),
-      (Lines{"t.yaml:3:1: unknown key \"lisen\" at the top level; expected one of: "
-             "listen, admin_listen, grpc_listen, envoy_ratelimit_configs, workers, http, tls, "
-             "clients, "
-             "access, store, rules, routes, upstreams, headers, access_log"}));
+            (Lines{"t.yaml:3:1: unknown key \"lisen\" at the top level; expected one of: "
+                   "listen, admin_listen, grpc_listen, envoy_ratelimit_configs, decision_api, "
+                   "workers, http, tls, "
+                   "clients, "
+                   "access, store, rules, routes, upstreams, headers, access_log"}));
 }
 
 TEST(ConfigErrors, UnknownKeyNested) {
@@ -959,22 +977,22 @@ bogus: true
   EXPECT_EQ(result.config, nullptr);
   std::vector<std::string> lines;
   for (const ConfigError& error : result.errors) lines.push_back(error.ToString());
-  EXPECT_EQ(
-      lines,
-      (Lines{"multi.yaml:1:9: listen: expected an address and port such as "
-             "\"127.0.0.1:8080\" or \"[::1]:8080\", got \"0.0.0.0:99999\"",
-             "multi.yaml:6:13: rules[0].period: \"10\" has no unit; add one, e.g. \"10s\" "
-             "(units: ms, s, m, h, d)",
-             "multi.yaml:7:5: rules[0].burst: fixed_window does not use burst (only "
-             "token_bucket, leaky_bucket and gcra have a bucket capacity); remove it",
-             "multi.yaml:8:5: rules[1]: action delay needs max_delay_ms (how long a request "
-             "may be held before it is rejected)",
-             "multi.yaml:14:10: access.deny[0]: expected an IP address or CIDR block such "
-             "as \"10.0.0.0/8\" (no host bits below the prefix), got \"300.0.0.0/8\"",
-             "multi.yaml:15:1: unknown key \"bogus\" at the top level; expected one of: "
-             "listen, admin_listen, grpc_listen, envoy_ratelimit_configs, workers, http, tls, "
-             "clients, access, "
-             "store, rules, routes, upstreams, headers, access_log"}));
+  EXPECT_EQ(lines,
+            (Lines{"multi.yaml:1:9: listen: expected an address and port such as "
+                   "\"127.0.0.1:8080\" or \"[::1]:8080\", got \"0.0.0.0:99999\"",
+                   "multi.yaml:6:13: rules[0].period: \"10\" has no unit; add one, e.g. \"10s\" "
+                   "(units: ms, s, m, h, d)",
+                   "multi.yaml:7:5: rules[0].burst: fixed_window does not use burst (only "
+                   "token_bucket, leaky_bucket and gcra have a bucket capacity); remove it",
+                   "multi.yaml:8:5: rules[1]: action delay needs max_delay_ms (how long a request "
+                   "may be held before it is rejected)",
+                   "multi.yaml:14:10: access.deny[0]: expected an IP address or CIDR block such "
+                   "as \"10.0.0.0/8\" (no host bits below the prefix), got \"300.0.0.0/8\"",
+                   "multi.yaml:15:1: unknown key \"bogus\" at the top level; expected one of: "
+                   "listen, admin_listen, grpc_listen, envoy_ratelimit_configs, decision_api, "
+                   "workers, http, tls, "
+                   "clients, access, "
+                   "store, rules, routes, upstreams, headers, access_log"}));
   ASSERT_EQ(result.errors.size(), 6u);
   EXPECT_EQ(result.errors[1].file, "multi.yaml");
   EXPECT_EQ(result.errors[1].line, 6);

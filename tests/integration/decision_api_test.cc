@@ -261,6 +261,25 @@ TEST(CheckApiTest, OnlyPostAndBodiesWithinTheLimitAndKeepAliveWorks) {
   EXPECT_EQ(int64_t(RuleEntry(fifth.root, "per-ip")["remaining"]), 5);
 }
 
+TEST(CheckApiTest, SwitchedOffThePathsAreRequestsLikeAnyOther) {
+  START_SLUICE(sluice, Config(std::string("decision_api: false\n") + std::string(kRules)));
+  // Decided by the rules as any request is (decision mode): per-ip counts them, and the
+  // answer is decision mode's, not the check API's.
+  const HttpResponse check = Check(sluice.port(), R"({"rule":"api-key","key":"k"})");
+  EXPECT_EQ(check.status, 200) << check.Describe();
+  Json json(check.body);
+  // Decision mode lists rule names, where the check API lists objects.
+  EXPECT_EQ(std::string_view(json.root["rules"].at(0)), "per-ip") << check.body;
+  const HttpResponse auth =
+      FetchGet(sluice.port(), "/v1/auth?refuse_status=403", {{"X-Original-URI", "/api/x"}});
+  EXPECT_EQ(auth.status, 200) << auth.Describe();
+  EXPECT_FALSE(auth.Header("X-Sluice-Decision")) << auth.Describe();
+  std::string error;
+  const auto limit = ParseRateLimitField(auth.Header("RateLimit").value_or(""), &error);
+  ASSERT_TRUE(limit) << error << auth.Describe();
+  EXPECT_EQ((*limit)[0].Param("r"), 8) << "the two requests counted by per-ip";
+}
+
 // --- GET /v1/auth ------------------------------------------------------------------------
 
 // What nginx's auth_request or Traefik's forwardAuth sends: the original request's
