@@ -394,6 +394,44 @@ namespace {
 // Decimal text without printf: this runs for every response.
 }  // namespace
 
+// An RFC 9651 string: printable ASCII with '"' and '\\' escaped; anything else becomes
+// '?' (config restricts rule names so that nothing needs it; an Envoy limit's name
+// comes from a config value that could hold anything).
+static void AppendSfString(std::string_view text, std::string& out) {
+  out += '"';
+  for (const char c : text) {
+    if (c == '"' || c == '\\') out += '\\';
+    out += c >= 0x20 && c < 0x7f ? c : '?';
+  }
+  out += '"';
+}
+
+void AppendPolicyItem(std::string_view name, const Limit& limit, std::string& out) {
+  AppendSfString(name, out);
+  out.append(";q=");
+  http::AppendDecimal(out, limit.limit);
+  out.append(";w=");
+  http::AppendDecimal(out, static_cast<uint64_t>(std::max<int64_t>(1, CeilSeconds(limit.period))));
+}
+
+void AppendLimitItem(std::string_view name, uint64_t remaining, Duration reset, std::string& out) {
+  AppendSfString(name, out);
+  out.append(";r=");
+  http::AppendDecimal(out, remaining);
+  out.append(";t=");
+  http::AppendDecimal(out, static_cast<uint64_t>(CeilSeconds(reset)));
+}
+
+void AppendRetryAfter(Duration wait, std::string& out) {
+  out.append("Retry-After: ");
+  AppendRetryAfterValue(wait, out);
+  out.append("\r\n");
+}
+
+void AppendRetryAfterValue(Duration wait, std::string& out) {
+  http::AppendDecimal(out, static_cast<uint64_t>(std::max<int64_t>(1, CeilSeconds(wait))));
+}
+
 void AppendRateLimitHeaders(const Evaluation& evaluation, bool legacy, std::string& out) {
   if (evaluation.results.empty()) return;
   // RFC 9651 lists of items: a string (the rule name, which config restricts to
@@ -403,13 +441,7 @@ void AppendRateLimitHeaders(const Evaluation& evaluation, bool legacy, std::stri
   for (const RuleResult& r : evaluation.results) {
     if (r.outcome == metrics::Outcome::kMissingKey) continue;
     if (!first) out.append(", ");
-    out += '"';
-    out.append(r.rule->rule->name);
-    out.append("\";q=");
-    http::AppendDecimal(out, r.limit.limit);
-    out.append(";w=");
-    http::AppendDecimal(out,
-                        static_cast<uint64_t>(std::max<int64_t>(1, CeilSeconds(r.limit.period))));
+    AppendPolicyItem(r.rule->rule->name, r.limit, out);
     first = false;
   }
   out.append("\r\nRateLimit: ");
@@ -418,12 +450,7 @@ void AppendRateLimitHeaders(const Evaluation& evaluation, bool legacy, std::stri
   for (const RuleResult& r : evaluation.results) {
     if (r.outcome == metrics::Outcome::kMissingKey) continue;
     if (!first) out.append(", ");
-    out += '"';
-    out.append(r.rule->rule->name);
-    out.append("\";r=");
-    http::AppendDecimal(out, r.decision.remaining);
-    out.append(";t=");
-    http::AppendDecimal(out, static_cast<uint64_t>(CeilSeconds(r.decision.reset_after)));
+    AppendLimitItem(r.rule->rule->name, r.decision.remaining, r.decision.reset_after, out);
     first = false;
     if (tightest == nullptr || r.decision.remaining < tightest->decision.remaining) tightest = &r;
   }

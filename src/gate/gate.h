@@ -176,6 +176,16 @@ void AppendRateLimitHeaders(const Evaluation& evaluation, bool legacy, std::stri
 // Whole seconds, rounded up (Retry-After, the t and w parameters).
 int64_t CeilSeconds(Duration d);
 
+// One member of RateLimit-Policy (`"name";q=limit;w=period-in-seconds`) and of RateLimit
+// (`"name";r=remaining;t=seconds-until-whole`), for every place that writes them (the
+// HTTP answers, Envoy's rate limit service).
+void AppendPolicyItem(std::string_view name, const Limit& limit, std::string& out);
+void AppendLimitItem(std::string_view name, uint64_t remaining, Duration reset, std::string& out);
+// "Retry-After: N\r\n", and N alone: whole seconds, rounded up, at least 1.
+// REQUIRES: wait != Decision::kNever (nothing to promise then).
+void AppendRetryAfter(Duration wait, std::string& out);
+void AppendRetryAfterValue(Duration wait, std::string& out);
+
 }  // namespace sluice::gate
 
 #endif  // SLUICE_GATE_GATE_H_

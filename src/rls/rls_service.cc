@@ -11,6 +11,7 @@
 
 #include "envoy/service/ratelimit/v3/rls.grpc.pb.h"
 #include "envoy/service/ratelimit/v3/rls.pb.h"
+#include "gate/gate.h"
 #include "http/ascii.h"
 
 #if defined(__SANITIZE_THREAD__)
@@ -78,26 +79,6 @@ std::optional<Unit> OverrideUnit(int unit) {
     default:
       return std::nullopt;
   }
-}
-
-// An RFC 9651 string item: printable ASCII, with '"' and '\' escaped (anything else
-// becomes '?': a config value could hold it, a header must not).
-void AppendSfString(std::string& out, std::string_view text) {
-  out += '"';
-  for (const char c : text) {
-    if (c == '"' || c == '\\') {
-      out += '\\';
-      out += c;
-    } else {
-      out += c >= 0x20 && c < 0x7f ? c : '?';
-    }
-  }
-  out += '"';
-}
-
-int64_t CeilSeconds(Duration d) {
-  const int64_t ns = std::chrono::nanoseconds(d).count();
-  return ns <= 0 ? 0 : (ns + 999'999'999) / 1'000'000'000;
 }
 
 // What one descriptor is limited by: the config's limit, or the caller's override.
@@ -367,17 +348,8 @@ void RlsDecider::Answer(const Call& call) const {
       fields.policy += ", ";
       fields.limit += ", ";
     }
-    AppendSfString(fields.policy, name);
-    fields.policy += ";q=";
-    http::AppendDecimal(fields.policy, limit->limit.limit);
-    fields.policy += ";w=";
-    http::AppendDecimal(fields.policy, static_cast<uint64_t>(
-                                           std::max<int64_t>(1, CeilSeconds(limit->limit.period))));
-    AppendSfString(fields.limit, name);
-    fields.limit += ";r=";
-    http::AppendDecimal(fields.limit, d.remaining);
-    fields.limit += ";t=";
-    http::AppendDecimal(fields.limit, static_cast<uint64_t>(CeilSeconds(reset)));
+    gate::AppendPolicyItem(name, limit->limit, fields.policy);
+    gate::AppendLimitItem(name, d.remaining, reset, fields.limit);
   }
   response.set_overall_code(over ? RateLimitResponse::OVER_LIMIT : RateLimitResponse::OK);
   if (!fields.policy.empty()) {
@@ -391,7 +363,9 @@ void RlsDecider::Answer(const Call& call) const {
   if (over && retry_after > Duration(0)) {
     auto* header = response.add_response_headers_to_add();
     header->set_key("Retry-After");
-    header->set_value(std::to_string(std::max<int64_t>(1, CeilSeconds(retry_after))));
+    fields.policy.clear();  // reused for the value
+    gate::AppendRetryAfterValue(retry_after, fields.policy);
+    header->set_value(fields.policy);
   }
 }
 

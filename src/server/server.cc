@@ -361,8 +361,12 @@ class Worker final : public http::RequestHandler,
     }
     const std::span<const api::CheckQuery> queries = check_parser_.queries();
     // Every rule named must exist before any is charged: a malformed batch takes nothing.
+    // (Looked up once: check_rules_[i] is query i's rule, null for descriptors.)
+    check_rules_.assign(queries.size(), nullptr);
     for (size_t i = 0; i < queries.size(); ++i) {
-      if (!queries[i].by_rule || policy_->FindRule(queries[i].rule) != nullptr) continue;
+      if (!queries[i].by_rule) continue;
+      check_rules_[i] = policy_->FindRule(queries[i].rule);
+      if (check_rules_[i] != nullptr) continue;
       connection.pending = nullptr;
       std::string message =
           check_parser_.batch() ? fmt::format("query {}: unknown rule ", i) : "unknown rule ";
@@ -382,8 +386,7 @@ class Worker final : public http::RequestHandler,
       gate::Evaluation& evaluation = r.QueryEvaluation(i);
       evaluation.owner = &r;
       if (query.by_rule) {
-        evaluator_.EvaluateRule(*policy_->FindRule(query.rule), query.key, query.cost, now,
-                                evaluation);
+        evaluator_.EvaluateRule(*check_rules_[i], query.key, query.cost, now, evaluation);
       } else {
         evaluator_.Evaluate(*policy_,
                             decision_request_.FromDescriptors(check_parser_.descriptors(query)),
@@ -423,8 +426,7 @@ class Worker final : public http::RequestHandler,
       }
       const Duration wait = api::CheckRetryAfter(evaluation);
       if (status == 429 && wait != Decision::kNever) {
-        fmt::format_to(std::back_inserter(response_headers_), "Retry-After: {}\r\n",
-                       std::max<int64_t>(1, gate::CeilSeconds(wait)));
+        gate::AppendRetryAfter(wait, response_headers_);
       }
     }
     response_body_ += '\n';
@@ -748,8 +750,7 @@ class Worker final : public http::RequestHandler,
         } else {
           const int64_t ms =
               (std::chrono::nanoseconds(evaluation.retry_after).count() + 999'999) / 1'000'000;
-          fmt::format_to(std::back_inserter(response_headers_), "Retry-After: {}\r\n",
-                         std::max<int64_t>(1, gate::CeilSeconds(evaluation.retry_after)));
+          gate::AppendRetryAfter(evaluation.retry_after, response_headers_);
           fmt::format_to(std::back_inserter(response_body_), ",\"retry_after_ms\":{}}}\n", ms);
         }
         break;
@@ -873,6 +874,7 @@ class Worker final : public http::RequestHandler,
   std::string response_body_;
   std::string log_;
   api::CheckRequestParser check_parser_;
+  std::vector<const gate::CompiledRule*> check_rules_;  // CheckBody's, reused
   api::DecisionRequestBuilder decision_request_;
   bool draining_ = false;
   int64_t drain_deadline_ns_ = 0;
