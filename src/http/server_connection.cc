@@ -312,6 +312,10 @@ void TimeoutList::Remove(ServerConnection* c) {
   c->timeout_prev_ = c->timeout_next_ = nullptr;
 }
 
+bool TimeoutList::Due(int64_t now_ns) const {
+  return head_ != nullptr && head_->deadline_ns_ <= now_ns;
+}
+
 void TimeoutList::Expire(int64_t now_ns) {
   while (head_ != nullptr && head_->deadline_ns_ <= now_ns) {
     ServerConnection* c = head_;

@@ -90,6 +90,8 @@ class TimeoutList {
   void Remove(ServerConnection* connection);
   // Calls OnDeadline() on every connection whose deadline is at or before `now_ns`.
   void Expire(int64_t now_ns);
+  // Whether Expire(now_ns) would expire a connection.
+  bool Due(int64_t now_ns) const;
 
  private:
   ServerConnection* head_ = nullptr;

@@ -70,7 +70,36 @@ void EventLoop::SendAtTurnEnd(DeferredSender* sender) { send_soon_.push_back(sen
 
 void EventLoop::CancelSendAtTurnEnd(DeferredSender* sender) {
   std::erase(send_soon_, sender);
-  std::replace(sending_.begin(), sending_.end(), sender, static_cast<DeferredSender*>(nullptr));
+  for (std::vector<DeferredSender*>* senders : {&sending_, &queued_senders_}) {
+    std::replace(senders->begin(), senders->end(), sender, static_cast<DeferredSender*>(nullptr));
+  }
+}
+
+void EventLoop::FinishQueuedSenders() {
+  // A finish may queue more (answers to pipelined requests): RunDeferredSends takes
+  // them right after, as it takes its own rounds'.
+  for (size_t i = 0; i < queued_senders_.size(); ++i) {
+    if (queued_senders_[i] != nullptr) queued_senders_[i]->FinishDeferredSend();
+  }
+  queued_senders_.clear();
+}
+
+int EventLoop::WaitForEvents(epoll_event* events, int max_events) {
+  if (!queued_senders_.empty()) {
+    const bool on_ring =
+        !batch_.empty() && batch_.RunAndBeginEpollWait(epoll_fd_, events, max_events);
+    if (!on_ring) batch_.Run();  // (the sends, when the ring did not take them)
+    FinishQueuedSenders();
+    RunDeferredSends();
+    if (on_ring) {
+      // The timeout is known only now: the finishes may have set timers or left output.
+      const int ready = batch_.FinishEpollWait(PollTimeoutMs());
+      if (ready >= 0) return ready;
+    }
+  }
+  const int ready = epoll_wait(epoll_fd_, events, max_events, PollTimeoutMs());
+  if (ready < 0 && errno != EINTR) SLUICE_CHECK(false && "epoll_wait failed");
+  return std::max(ready, 0);
 }
 
 void EventLoop::RunDeferredSends() {
@@ -143,10 +172,10 @@ void EventLoop::Run() {
   batch_.Open();  // on this thread, which submits
   send_soon_.reserve(kMaxEvents);
   sending_.reserve(kMaxEvents);
+  queued_senders_.reserve(kMaxEvents);
   while (!stopping_) {
-    const int ready = epoll_wait(epoll_fd_, events, kMaxEvents, PollTimeoutMs());
+    const int ready = WaitForEvents(events, kMaxEvents);
     now_ = clock_.Now();
-    if (ready < 0 && errno != EINTR) SLUICE_CHECK(false && "epoll_wait failed");
     // The turn's receives first, all in one batch, then the events.
     for (int i = 0; i < ready; ++i) {
       auto* handler = static_cast<IoHandler*>(events[i].data.ptr);
@@ -165,8 +194,14 @@ void EventLoop::Run() {
     if (wake) DrainPosted();
     RunDueTimers();
     for (const std::function<void()>& hook : turn_hooks_) hook();
-    RunDeferredSends();
+    // The turn's output: queued now, sent with the next turn's wait.
+    queued_senders_.swap(send_soon_);
+    for (DeferredSender* sender : queued_senders_) sender->QueueDeferredSend(batch_);
   }
+  // Stopped: what the last turn queued goes out now.
+  batch_.Run();
+  FinishQueuedSenders();
+  RunDeferredSends();
 }
 
 }  // namespace sluice::net

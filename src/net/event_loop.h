@@ -19,6 +19,8 @@
 #include "net/io_batch.h"
 #include "sluice/clock.h"
 
+struct epoll_event;
+
 namespace sluice::net {
 
 // Receives readiness for one file descriptor.
@@ -83,10 +85,14 @@ class EventLoop {
 
   // Has `sender` flushed at the end of this turn (after the turn hooks). A sender asks
   // once a turn (it keeps its own flag: a second ask would flush it twice).
+  // The sends are made with the next turn's wait for events, in the same system call
+  // where the kernel allows (IoBatch::RunAndBeginEpollWait), and the senders finish
+  // before that wait blocks; otherwise they are made and finished at the turn's end.
   // REQUIRES: `sender` stays alive or calls CancelSendAtTurnEnd.
   void SendAtTurnEnd(DeferredSender* sender);
   void CancelSendAtTurnEnd(DeferredSender* sender);
-  // Flushes the senders waiting now (also done by the loop after the turn hooks).
+  // Flushes the senders waiting now, at once (a turn hook that needs the output out
+  // before it looks at the connections).
   void RunDeferredSends();
 
   // Runs until Stop(); returns after the turn in which Stop() was seen. A loop runs
@@ -103,6 +109,10 @@ class EventLoop {
   void DrainPosted();
   void RunDueTimers();
   int PollTimeoutMs() const;
+  // The turn's wait: makes the sends queued at the previous turn's end (in the same
+  // enter when it can), finishes their senders, then waits. Returns the events.
+  int WaitForEvents(epoll_event* events, int max_events);
+  void FinishQueuedSenders();
 
   const Clock& clock_;
   int epoll_fd_ = -1;
@@ -117,6 +127,8 @@ class EventLoop {
   IoBatch batch_;
   std::vector<DeferredSender*> send_soon_;
   std::vector<DeferredSender*> sending_;  // the round RunDeferredSends is flushing
+  // Queued in batch_ at the end of the turn, to go with the next wait.
+  std::vector<DeferredSender*> queued_senders_;
 
   std::mutex posted_mutex_;
   std::vector<std::function<void()>> posted_;  // guarded by posted_mutex_

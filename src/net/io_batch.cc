@@ -1,6 +1,7 @@
 #include "net/io_batch.h"
 
 #include <liburing.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -19,9 +20,21 @@ namespace sluice::net {
 // Submission slots: a turn with more calls runs them in several submissions.
 constexpr unsigned kRingEntries = 256;
 
+// IORING_OP_EPOLL_WAIT (Linux 6.15): Debian 12's headers and liburing 2.3 predate it.
+// Its entry is that of a read: the epoll descriptor, the events array as the address,
+// their number as the length.
+constexpr uint8_t kOpEpollWait = 59;
+
+// Completion tags beside the queued calls' indexes.
+constexpr uint64_t kEpollTag = UINT64_MAX;
+constexpr uint64_t kCancelTag = UINT64_MAX - 1;
+
 struct IoBatch::Ring {
   io_uring ring{};
   bool open = false;
+  // The kernel takes an epoll wait on the ring, and waits with a timeout in one enter
+  // (IORING_FEAT_EXT_ARG: no timeout entry of its own).
+  bool epoll_wait = false;
 
   ~Ring() {
     if (open) io_uring_queue_exit(&ring);
@@ -49,6 +62,13 @@ struct IoBatch::Ring {
     io_uring_probe* probe = io_uring_get_probe_ring(&ring->ring);
     const bool supported = probe != nullptr && io_uring_opcode_supported(probe, IORING_OP_RECV) &&
                            io_uring_opcode_supported(probe, IORING_OP_SEND);
+    ring->epoll_wait = supported && io_uring_opcode_supported(probe, kOpEpollWait) &&
+                       io_uring_opcode_supported(probe, IORING_OP_ASYNC_CANCEL) &&
+                       (ring->ring.features & IORING_FEAT_EXT_ARG) != 0;
+    if (const char* setting = std::getenv("SLUICE_IO_URING_EPOLL");
+        setting != nullptr && std::string_view(setting) == "0") {
+      ring->epoll_wait = false;
+    }
     if (probe != nullptr) io_uring_free_probe(probe);
     if (!supported) return nullptr;  // (the destructor closes the ring)
     return ring;
@@ -103,6 +123,10 @@ void IoBatch::Run() {
   } else {
     RunDirect(0);
   }
+  TellClients();
+}
+
+void IoBatch::TellClients() {
   // Clients are told after every call ran; one that queues another call meanwhile
   // gets it run by the next Run().
   const size_t count = queued_.size();
@@ -132,46 +156,118 @@ void IoBatch::RunDirect(size_t from, size_t to) {
   }
 }
 
+void IoBatch::PrepareOnRing(size_t index) {
+  Call& call = queued_[index];
+  io_uring_sqe* sqe = io_uring_get_sqe(&ring_->ring);
+  SLUICE_CHECK(sqe != nullptr);  // the ring holds kRingEntries and is empty here
+  // MSG_DONTWAIT: a socket with nothing to give or no room completes at once with
+  // -EAGAIN, as a non-blocking call would, instead of waiting in the kernel.
+  if (call.op == Op::kReceive) {
+    io_uring_prep_recv(sqe, call.fd, call.buffer, call.length, MSG_DONTWAIT);
+  } else {
+    io_uring_prep_send(sqe, call.fd, call.buffer, call.length, MSG_DONTWAIT | MSG_NOSIGNAL);
+  }
+  io_uring_sqe_set_data64(sqe, index);
+}
+
 void IoBatch::RunOnRing() {
-  io_uring& ring = ring_->ring;
   const size_t end = queued_.size();
   size_t from = 0;
   while (from < end) {
     const size_t chunk_end = std::min(end, from + kRingEntries);
-    for (size_t i = from; i < chunk_end; ++i) {
-      Call& call = queued_[i];
-      io_uring_sqe* sqe = io_uring_get_sqe(&ring);
-      SLUICE_CHECK(sqe != nullptr);  // the ring holds kRingEntries and is empty here
-      // MSG_DONTWAIT: a socket with nothing to give or no room completes at once with
-      // -EAGAIN, as a non-blocking call would, instead of waiting in the kernel.
-      if (call.op == Op::kReceive) {
-        io_uring_prep_recv(sqe, call.fd, call.buffer, call.length, MSG_DONTWAIT);
-      } else {
-        io_uring_prep_send(sqe, call.fd, call.buffer, call.length, MSG_DONTWAIT | MSG_NOSIGNAL);
-      }
-      io_uring_sqe_set_data64(sqe, i);
-    }
-    size_t pending = chunk_end - from;
-    while (pending > 0) {
-      const int submitted = io_uring_submit_and_wait(&ring, 1);
-      if (submitted < 0 && submitted != -EINTR && submitted != -EAGAIN && submitted != -EBUSY) {
-        // The ring is unusable (out of memory, say). An enter that fails took none of
-        // the calls it was given, so the calls without a result were never made: they
-        // are made directly, and so is every later batch. (Tearing the ring down drops
-        // the entries it never took.)
-        std::fprintf(stderr, "sluice: io_uring failed (%s); socket calls go direct from now\n",
-                     std::strerror(-submitted));
-        ReapCompletions();
-        ring_.reset();
-        for (size_t i = 0; i < end; ++i) {
-          if (!queued_[i].done) RunDirect(i, i + 1);
-        }
-        return;
-      }
-      pending -= ReapCompletions();
-    }
+    for (size_t i = from; i < chunk_end; ++i) PrepareOnRing(i);
+    if (!SubmitAndReap(chunk_end - from)) return;
     from = chunk_end;
   }
+}
+
+bool IoBatch::SubmitAndReap(size_t pending) {
+  while (pending > 0) {
+    const int submitted = io_uring_submit_and_wait(&ring_->ring, 1);
+    if (submitted < 0 && submitted != -EINTR && submitted != -EAGAIN && submitted != -EBUSY) {
+      DropBrokenRing(std::strerror(-submitted));
+      return false;
+    }
+    pending -= ReapCompletions();
+  }
+  return true;
+}
+
+void IoBatch::DropBrokenRing(const char* why) {
+  // The ring is unusable (out of memory, say). An enter that fails took none of the
+  // calls it was given, so the calls without a result were never made: they are made
+  // directly, and so is every later batch. (Tearing the ring down drops the entries it
+  // never took, and cancels an epoll wait under way: the loop then waits itself.)
+  std::fprintf(stderr, "sluice: io_uring failed (%s); socket calls go direct from now\n", why);
+  ReapCompletions();
+  ring_.reset();
+  epoll_pending_ = cancel_pending_ = false;
+  epoll_result_ = -1;
+  for (size_t i = 0; i < queued_.size(); ++i) {
+    if (!queued_[i].done) RunDirect(i, i + 1);
+  }
+}
+
+bool IoBatch::RunAndBeginEpollWait(int epoll_fd, epoll_event* events, int max_events) {
+  Open();
+  if (ring_ == nullptr || !ring_->epoll_wait || std::this_thread::get_id() != owner_ ||
+      queued_.size() >= kRingEntries) {
+    Run();
+    return false;
+  }
+  SLUICE_CHECK(!epoll_pending_ && !cancel_pending_);
+  for (size_t i = 0; i < queued_.size(); ++i) PrepareOnRing(i);
+  io_uring_sqe* sqe = io_uring_get_sqe(&ring_->ring);
+  SLUICE_CHECK(sqe != nullptr);
+  io_uring_prep_rw(kOpEpollWait, sqe, epoll_fd, events, static_cast<unsigned>(max_events), 0);
+  io_uring_sqe_set_data64(sqe, kEpollTag);
+  epoll_pending_ = true;
+  epoll_result_ = 0;
+  // The sends and receives complete during the enter (MSG_DONTWAIT); so does the wait
+  // when events are ready, as they are on a busy loop. Otherwise it stays under way.
+  const bool ring_ok = SubmitAndReap(queued_.size());
+  TellClients();
+  return ring_ok;
+}
+
+int IoBatch::FinishEpollWait(int timeout_ms) {
+  if (ring_ == nullptr) return -1;
+  io_uring& ring = ring_->ring;
+  if (epoll_pending_ && timeout_ms != 0) {
+    __kernel_timespec timeout{};
+    timeout.tv_sec = timeout_ms / 1000;
+    timeout.tv_nsec = static_cast<long long>(timeout_ms % 1000) * 1'000'000;
+    io_uring_cqe* cqe;
+    // One completion, or the time is up (-ETIME), or a signal (-EINTR: like
+    // epoll_wait, the turn goes on without events).
+    const int waited = io_uring_wait_cqes(&ring, &cqe, 1, &timeout, nullptr);
+    if (waited < 0 && waited != -ETIME && waited != -EINTR) {
+      DropBrokenRing(std::strerror(-waited));
+      return -1;
+    }
+    ReapCompletions();
+  }
+  if (epoll_pending_) {
+    // Not now: the wait is cancelled (it may still have found events meanwhile).
+    io_uring_sqe* sqe = io_uring_get_sqe(&ring);
+    SLUICE_CHECK(sqe != nullptr);
+    io_uring_prep_cancel64(sqe, kEpollTag, 0);
+    io_uring_sqe_set_data64(sqe, kCancelTag);
+    cancel_pending_ = true;
+    while (epoll_pending_ || cancel_pending_) {
+      const int submitted = io_uring_submit_and_wait(&ring, 1);
+      if (submitted < 0 && submitted != -EINTR && submitted != -EAGAIN && submitted != -EBUSY) {
+        DropBrokenRing(std::strerror(-submitted));
+        return -1;
+      }
+      ReapCompletions();
+    }
+  }
+  if (epoll_result_ >= 0) return epoll_result_;
+  if (epoll_result_ == -ECANCELED || epoll_result_ == -EINTR) return 0;
+  // Refused by the kernel after all: the loop waits itself from now on.
+  ring_->epoll_wait = false;
+  return -1;
 }
 
 size_t IoBatch::ReapCompletions() {
@@ -179,14 +275,24 @@ size_t IoBatch::ReapCompletions() {
   unsigned head;
   unsigned seen = 0;
   io_uring_cqe* cqe;
+  unsigned calls = 0;
   io_uring_for_each_cqe(&ring, head, cqe) {
-    Call& call = queued_[io_uring_cqe_get_data64(cqe)];
-    call.result = cqe->res;
-    call.done = true;
     ++seen;
+    const uint64_t tag = io_uring_cqe_get_data64(cqe);
+    if (tag == kEpollTag) {
+      epoll_pending_ = false;
+      epoll_result_ = cqe->res;
+    } else if (tag == kCancelTag) {
+      cancel_pending_ = false;
+    } else {
+      Call& call = queued_[tag];
+      call.result = cqe->res;
+      call.done = true;
+      ++calls;
+    }
   }
   io_uring_cq_advance(&ring, seen);
-  return seen;
+  return calls;
 }
 
 }  // namespace sluice::net

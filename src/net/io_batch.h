@@ -24,6 +24,8 @@
 
 #include <sys/types.h>
 
+struct epoll_event;
+
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -68,6 +70,20 @@ class IoBatch {
   // Runs every queued call, then tells each client, in queue order.
   void Run();
 
+  // Runs the queued calls as Run() does, and in the same io_uring_enter begins an
+  // epoll_wait on `epoll_fd` for up to `max_events` into `events`: the event loop's
+  // end-of-turn sends and its next wait cost one system call instead of two (kernel
+  // 6.15's IORING_OP_EPOLL_WAIT). True: the wait is under way (it may already have
+  // its events), and FinishEpollWait must end it before the batch is used again, with
+  // `events` left alone meanwhile. False: no such wait here (no io_uring, an older
+  // kernel, another thread): the calls ran anyway and the caller waits itself.
+  bool RunAndBeginEpollWait(int epoll_fd, struct epoll_event* events, int max_events);
+
+  // Ends the wait begun: gives it up to `timeout_ms` (0: no waiting) and returns how
+  // many events it wrote (0 when none came in time), or -1 when the ring could not
+  // wait after all; then the caller waits itself, and later waits are left to it.
+  int FinishEpollWait(int timeout_ms);
+
   bool empty() const { return queued_.empty(); }
 
   // Whether the calls go through io_uring (known after Open() or the first Run()).
@@ -93,13 +109,26 @@ class IoBatch {
   void Queue(Op op, int fd, char* buffer, size_t length, Client* client);
   void RunDirect(size_t from, size_t to = SIZE_MAX);
   void RunOnRing();
-  size_t ReapCompletions();  // of the ring's completions ready now; returns how many
+  void PrepareOnRing(size_t call);  // the call's submission entry
+  // Submits what was prepared and waits until `pending` queued calls completed; false
+  // (after making the calls without a result directly) when the ring broke.
+  bool SubmitAndReap(size_t pending);
+  void DropBrokenRing(const char* why);
+  void TellClients();
+  // Of the ring's completions ready now: records them; returns how many were queued
+  // calls (not the epoll wait or its cancellation).
+  size_t ReapCompletions();
 
   std::vector<Call> queued_;
   size_t min_calls_for_ring_;
   std::unique_ptr<Ring> ring_;  // null until Open(), or when io_uring is out
   std::thread::id owner_;       // the thread that opened the ring
   bool ring_tried_ = false;
+  // The epoll wait on the ring: submitted and not yet completed; its result; a
+  // cancellation of it submitted and not yet completed.
+  bool epoll_pending_ = false;
+  int epoll_result_ = 0;
+  bool cancel_pending_ = false;
 };
 
 }  // namespace sluice::net

@@ -620,7 +620,9 @@ class Worker final : public http::RequestHandler,
 
   void OnTurnEnd() {
     const int64_t now = ToNanos(loop_.now());
-    loop_.RunDeferredSends();  // before the deadlines: output that went out is progress
+    // Output that goes out is progress: before a deadline is judged, the turn's output
+    // is sent (otherwise it goes with the next turn's wait, in one system call).
+    if (timeouts_.header.Due(now) || timeouts_.idle.Due(now)) loop_.RunDeferredSends();
     timeouts_.header.Expire(now);
     timeouts_.idle.Expire(now);
     DeleteClosed();

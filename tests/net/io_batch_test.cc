@@ -7,15 +7,18 @@
 #include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
+#include <functional>
 #include <memory>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "net/event_loop.h"
@@ -65,6 +68,18 @@ class Listener {
   int fd_;
   sockaddr_in address_{};
 };
+
+// What arrives on `fd` within about 100 ms, up to `size` bytes.
+std::string ReceiveUpTo(int fd, size_t size) {
+  char buffer[64];
+  std::string got;
+  for (int i = 0; i < 100 && got.size() < size; ++i) {
+    const ssize_t n = recv(fd, buffer, sizeof(buffer), MSG_DONTWAIT);
+    if (n > 0) got.append(buffer, static_cast<size_t>(n));
+    if (n <= 0) usleep(1000);
+  }
+  return got;
+}
 
 struct Recorder : IoBatch::Client {
   std::vector<ssize_t>* order = nullptr;  // shared: the order clients were told in
@@ -289,6 +304,130 @@ TEST_P(IoBatchTest, ARingThatFailsFallsBackToDirectCallsWithoutLosingOrRepeating
   EXPECT_EQ(again.sent, 4);
 }
 
+// The loop's wait with its sends: an epoll descriptor watching one socket for input.
+class Watch {
+ public:
+  explicit Watch(int fd) {
+    epoll_fd_ = epoll_create1(EPOLL_CLOEXEC);
+    epoll_event event{};
+    event.events = EPOLLIN;
+    event.data.u64 = 42;
+    EXPECT_EQ(epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, fd, &event), 0);
+  }
+  ~Watch() { close(epoll_fd_); }
+  int fd() const { return epoll_fd_; }
+
+  // Begins the wait with the batch's calls, then ends it as the event loop does:
+  // through the ring when the batch took the wait, else with epoll_wait.
+  int Wait(IoBatch& batch, int timeout_ms, bool* on_ring = nullptr,
+           const std::function<void()>& meanwhile = {}) {
+    const bool ring = batch.RunAndBeginEpollWait(epoll_fd_, events_, 8);
+    if (on_ring != nullptr) *on_ring = ring;
+    if (meanwhile) meanwhile();
+    int ready = ring ? batch.FinishEpollWait(timeout_ms) : -1;
+    if (ready < 0) {
+      do {
+        ready = epoll_wait(epoll_fd_, events_, 8, timeout_ms);
+      } while (ready < 0 && errno == EINTR);
+      if (ready < 0) std::perror("epoll_wait");
+    }
+    return ready;
+  }
+  const epoll_event& event(int i) const { return events_[i]; }
+
+ private:
+  int epoll_fd_ = -1;
+  epoll_event events_[8]{};
+};
+
+// The sends go out and the wait finds what is ready, in one enter where the kernel
+// has IORING_OP_EPOLL_WAIT (6.15); directly otherwise, with the same results.
+TEST_P(IoBatchTest, SendsWithTheWaitGoOutAndTheWaitFindsWhatIsReady) {
+  Pair p;
+  ASSERT_NO_FATAL_FAILURE(listener_.Connect(p));
+  Watch watch(p.b);
+  const std::string bytes = "hello";
+  Recorder sender;
+  batch_.QueueSend(p.a, bytes.data(), bytes.size(), &sender);
+  bool on_ring = true;
+  // The send itself makes the watched socket readable: the wait sees it.
+  const int ready = watch.Wait(batch_, 5000, &on_ring);
+  EXPECT_EQ(sender.sent, 5);
+  ASSERT_EQ(ready, 1);
+  EXPECT_EQ(watch.event(0).data.u64, 42u);
+  EXPECT_TRUE(watch.event(0).events & EPOLLIN);
+  if (!GetParam()) {
+    EXPECT_FALSE(on_ring);
+  }
+  std::fprintf(stderr, "epoll wait on the ring: %s\n", on_ring ? "yes" : "no");
+  char buffer[16];
+  EXPECT_EQ(recv(p.b, buffer, sizeof(buffer), 0), 5);
+}
+
+// Nothing ready: a zero timeout does not wait, a short one ends with no events, and
+// the batch works afterwards (the cancelled wait left nothing behind on the ring).
+TEST_P(IoBatchTest, AWaitWithNothingReadyEndsWithNoEventsAndTheBatchGoesOn) {
+  Pair watched;
+  Pair other;
+  ASSERT_NO_FATAL_FAILURE(listener_.Connect(watched));
+  ASSERT_NO_FATAL_FAILURE(listener_.Connect(other));
+  Watch watch(watched.b);
+  const std::string bytes = "x";
+  for (int timeout_ms : {0, 10, 0}) {
+    Recorder sender;
+    batch_.QueueSend(other.a, bytes.data(), bytes.size(), &sender);
+    EXPECT_EQ(watch.Wait(batch_, timeout_ms), 0) << timeout_ms;
+    EXPECT_EQ(sender.sent, 1);
+  }
+  char buffer[16];
+  EXPECT_EQ(recv(other.b, buffer, sizeof(buffer), 0), 3);
+  Recorder again;
+  batch_.QueueSend(other.a, bytes.data(), bytes.size(), &again);
+  batch_.Run();
+  EXPECT_EQ(again.sent, 1);
+}
+
+// Input that arrives after the wait began (while the loop finishes its senders) is
+// found by the wait, and a batch run meanwhile does not disturb it.
+TEST_P(IoBatchTest, InputThatArrivesAfterTheWaitBeganIsFound) {
+  Pair watched;
+  Pair other;
+  ASSERT_NO_FATAL_FAILURE(listener_.Connect(watched));
+  ASSERT_NO_FATAL_FAILURE(listener_.Connect(other));
+  Watch watch(watched.b);
+  const std::string bytes = "late";
+  Recorder first;
+  Recorder meanwhile;
+  batch_.QueueSend(other.a, bytes.data(), bytes.size(), &first);
+  const int ready = watch.Wait(batch_, 5000, nullptr, [&] {
+    batch_.QueueSend(other.a, bytes.data(), bytes.size(), &meanwhile);
+    batch_.Run();
+    ASSERT_EQ(send(watched.a, bytes.data(), bytes.size(), 0), 4);
+  });
+  ASSERT_EQ(ready, 1);
+  EXPECT_EQ(watch.event(0).data.u64, 42u);
+  EXPECT_EQ(first.sent, 4);
+  EXPECT_EQ(meanwhile.sent, 4);
+}
+
+// A ring that breaks at the wait's enter: the calls are made directly, once, and the
+// caller is told to wait itself.
+TEST_P(IoBatchTest, ARingThatFailsAtTheWaitMakesTheCallsDirectlyAndLeavesTheWaitToTheCaller) {
+  Pair p;
+  ASSERT_NO_FATAL_FAILURE(listener_.Connect(p));
+  Watch watch(p.b);
+  batch_.BreakRingForTesting();
+  const std::string bytes = "once";
+  Recorder sender;
+  batch_.QueueSend(p.a, bytes.data(), bytes.size(), &sender);
+  bool on_ring = true;
+  EXPECT_EQ(watch.Wait(batch_, 5000, &on_ring), 1);
+  EXPECT_FALSE(on_ring);
+  EXPECT_EQ(sender.sent, 4);
+  char buffer[16];
+  EXPECT_EQ(recv(p.b, buffer, sizeof(buffer), 0), 4);  // sent once, not twice
+}
+
 INSTANTIATE_TEST_SUITE_P(Backends, IoBatchTest, testing::Values(true, false),
                          [](const testing::TestParamInfo<bool>& info) {
                            return info.param ? "IoUring" : "Direct";
@@ -352,14 +491,51 @@ TEST(EventLoopDeferredSendTest, SendersQueueThenFinishAndCancelledOnesAreSkipped
   EXPECT_EQ(cancelled->finished, 0);
   EXPECT_EQ(cancelled->result, -1000);
   // Its send was made (in the batch, before the finishes); only its finish is skipped.
-  char buffer[64];
-  std::string got;
-  for (int i = 0; i < 100 && got.size() < 13; ++i) {
-    const ssize_t n = recv(p.b, buffer, sizeof(buffer), MSG_DONTWAIT);
-    if (n > 0) got.append(buffer, static_cast<size_t>(n));
-    if (n <= 0) usleep(1000);
-  }
-  EXPECT_EQ(got, "one two three");
+  EXPECT_EQ(ReceiveUpTo(p.b, 13), "one two three");
+}
+
+// Output that a sender's finish produces (the answer to a pipelined request) goes out
+// before the loop sleeps: it does not wait for the next event or tick, even though the
+// turn's sends went with the wait.
+TEST(EventLoopDeferredSendTest, OutputProducedByAFinishGoesOutBeforeTheLoopSleeps) {
+  SteadyClock clock;
+  EventLoop loop(clock);
+  Listener listener;
+  Pair p;
+  ASSERT_NO_FATAL_FAILURE(listener.Connect(p));
+  int turns = 0;
+  loop.AddTurnHook([&] { ++turns; });
+
+  struct Sender : DeferredSender, IoBatch::Client {
+    EventLoop* loop = nullptr;
+    int fd = -1;
+    std::string out;
+    Sender* then = nullptr;  // asks for this one's send in its finish
+    int finished_at_turn = -1;
+    int* turns = nullptr;
+    void QueueDeferredSend(IoBatch& batch) override {
+      batch.QueueSend(fd, out.data(), out.size(), this);
+    }
+    void FinishDeferredSend() override {
+      finished_at_turn = *turns;
+      if (then != nullptr) loop->SendAtTurnEnd(std::exchange(then, nullptr));
+      if (out == "second") loop->Stop();
+    }
+  };
+  Sender second;
+  second.loop = &loop;
+  second.fd = p.a;
+  second.out = "second";
+  second.turns = &turns;
+  Sender first = second;
+  first.out = "first ";
+  first.then = &second;
+  loop.Post([&] { loop.SendAtTurnEnd(&first); });
+  std::thread runner([&] { loop.Run(); });
+  runner.join();
+  EXPECT_GE(first.finished_at_turn, 1);
+  EXPECT_EQ(second.finished_at_turn, first.finished_at_turn);
+  EXPECT_EQ(ReceiveUpTo(p.b, 12), "first second");
 }
 
 }  // namespace
