@@ -12,7 +12,7 @@
 #
 # CLIENT=h2load measures the server's own ceiling instead: h2load (nghttp2-client, a
 # C++ HTTP/2 load generator far cheaper per call than a gRPC client) sends the same
-# ShouldRateLimit call (one descriptor, encoded once) on one connection with
+# ShouldRateLimit call (DESCRIPTORS descriptors, encoded once) on one connection with
 # CONCURRENCY streams; every call is checked in sluice's own counters.
 #
 # The issue's figure: at least 50,000 decisions per second from one server core with the
@@ -87,13 +87,17 @@ EOF
   wait_port "$port" "$pid" || { cat "$WORK/sluice.err" >&2; exit 1; }
   if [ "$CLIENT" = h2load ]; then
     # One call, as Envoy would send it: a gRPC frame (uncompressed, length) around a
-    # RateLimitRequest {domain "bench", descriptors [{entries [{remote_address, 10.0.0.1}]}]},
-    # encoded with Envoy's field numbers.
+    # RateLimitRequest {domain "bench", descriptors [{entries [{remote_address, 10.0.0.1}]},
+    # then {path, /api} and {user, u1} for DESCRIPTORS 2 and 3]}, encoded with Envoy's
+    # field numbers.
     /usr/bin/python3 -c '
 import struct, sys
 def ld(field, b): return bytes([(field << 3) | 2, len(b)]) + b
-request = ld(1, b"bench") + ld(2, ld(1, ld(1, b"remote_address") + ld(2, b"10.0.0.1")))
-sys.stdout.buffer.write(b"\x00" + struct.pack(">I", len(request)) + request)' >"$WORK/call.bin"
+entries = [(b"remote_address", b"10.0.0.1"), (b"path", b"/api"), (b"user", b"u1")]
+request = ld(1, b"bench")
+for key, value in entries[:int(sys.argv[1])]:
+    request += ld(2, ld(1, ld(1, key) + ld(2, value)))
+sys.stdout.buffer.write(b"\x00" + struct.pack(">I", len(request)) + request)' "$DESCRIPTORS" >"$WORK/call.bin"
     h2() {
       taskset -c "$CLIENT_CPU" h2load -c 1 -t 1 -m "$CONCURRENCY" -D "$1" \
         --data="$WORK/call.bin" -H 'content-type: application/grpc' -H 'te: trailers' \

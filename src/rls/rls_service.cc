@@ -7,6 +7,7 @@
 #include <xxhash.h>
 
 #include <algorithm>
+#include <optional>
 #include <vector>
 
 #include "envoy/service/ratelimit/v3/rls.grpc.pb.h"
@@ -119,17 +120,32 @@ struct RlsDecider::Call {
   const RateLimitRequest* request = nullptr;
   RateLimitResponse* response = nullptr;
   Done done;
-  std::vector<Item> items;
+  std::vector<Item> items;  // kept (with the items' keys) when the caller reuses the call
   int outstanding = 0;
+  bool callers = false;  // the caller's state (DecideAsync's `state`), not deleted here
 
   void OneAnswered() {
     if (--outstanding > 0) return;
     decider->Answer(*this);
+    End("");
+  }
+
+  // Hands the outcome to `done`; after that the call is the caller's again, or gone.
+  void End(std::string error) {
     Done finish = std::move(done);
-    delete this;
-    finish("");
+    loaded.reset();  // a reload's old limits are not held by an idle state
+    if (!callers) delete this;
+    finish(std::move(error));
   }
 };
+
+void RlsDecider::CallDeleter::operator()(Call* call) const { delete call; }
+
+RlsDecider::CallState RlsDecider::NewCallState() {
+  CallState state(new Call);
+  state->callers = true;
+  return state;
+}
 
 RlsDecider::RlsDecider(RlsStoreAccess& access, const Clock& wall_clock, metrics::Registry* registry)
     : access_(access), wall_clock_(wall_clock), registry_(registry) {
@@ -166,23 +182,19 @@ std::string RlsDecider::Decide(const RateLimitRequest& request, RateLimitRespons
 }
 
 void RlsDecider::DecideAsync(const RateLimitRequest& request, RateLimitResponse& response,
-                             Done done) const {
+                             Done done, Call* state) const {
   response.Clear();
   // As envoyproxy/ratelimit: a call without these is an error, not an empty answer.
   if (request.domain().empty()) return done("rate limit domain must not be empty");
   if (request.descriptors_size() == 0) return done("rate limit descriptor list must not be empty");
-  auto* call = new Call;
+  Call* call = state != nullptr ? state : new Call;
   call->decider = this;
   call->loaded = loaded();
   call->config = call->loaded == nullptr ? nullptr : call->loaded->config.get();
   call->request = &request;
   call->response = &response;
   call->done = std::move(done);
-  if (std::string error = Plan(*call); !error.empty()) {
-    Done refuse = std::move(call->done);
-    delete call;
-    return refuse(std::move(error));
-  }
+  if (std::string error = Plan(*call); !error.empty()) return call->End(std::move(error));
   access_.Run([call](Store& store, Timestamp now) {
     // One high while asking: the memory store answers inside Decide.
     call->outstanding = 1;
@@ -389,76 +401,123 @@ class RlsServer::Service {
 
 namespace {
 
-// One call's life on a queue: posted to receive a call, then finished; its tag is
-// itself. A call taken posts its successor first, so the queue always has slots.
+// One call's life on a queue: posted to receive a call, decided, finished, then kept
+// for the next (its messages and decision state keep their buffers, so a steady stream
+// of calls allocates little of sluice's own); its tag is itself. A call taken posts
+// another first, so the queue always has slots.
 class Call {
  public:
-  Call(RlsServer::Service& service, grpc::ServerCompletionQueue& queue)
-      : service_(service), queue_(queue), responder_(&context_) {
-    service_.async().RequestShouldRateLimit(&context_, &request_, &responder_, &queue_, &queue_,
-                                            this);
-  }
+  Call(RlsServer::Service& service, RlsServer::Slots& slots)
+      : service_(service), slots_(slots), state_(RlsDecider::NewCallState()) {}
+
+  // Waits for the next call on the queue. (gRPC's context and writer are one call's
+  // each: made anew.)
+  void Post();
 
   // What the queue said about this call's last step; `ok` false: the server is
   // shutting down (a slot that never got a call) or the call broke.
-  void Step(bool ok) {
-    SLUICE_TAKEN_BACK(this);
-    switch (state_) {
-      case State::kWaiting:
-        if (!ok) break;
-        new Call(service_, queue_);
-        state_ = State::kDeciding;
-        poller_ = std::this_thread::get_id();
-        // The memory store answers at once, here; a Redis decision is answered on a
-        // worker's loop, which hands the call back to this queue (an alarm due now), so
-        // that the answer is written and the call ends on its poller's thread.
-        service_.decider().DecideAsync(request_, response_, [this](std::string error) {
-          error_ = std::move(error);
-          if (std::this_thread::get_id() == poller_) {
-            Finish();
-          } else {
-            // Nothing of the call is read after the hand-over: the poller may end it as
-            // soon as the alarm is set (the alarm's own state is reference-counted).
-            grpc::Alarm& alarm = alarm_;
-            grpc::ServerCompletionQueue* queue = &queue_;
-            void* tag = this;
-            SLUICE_HANDED_OVER(tag);
-            alarm.Set(queue, gpr_now(GPR_CLOCK_MONOTONIC), tag);
-          }
-        });
-        return;
-      case State::kDeciding:  // back from a worker's loop
-        if (!ok) break;
-        Finish();
-        return;
-      case State::kFinishing:
-        break;
-    }
-    delete this;
-  }
+  void Step(bool ok);
 
  private:
-  enum class State { kWaiting, kDeciding, kFinishing };
+  enum class Phase { kWaiting, kDeciding, kFinishing };
 
   void Finish() {
-    state_ = State::kFinishing;
-    responder_.Finish(response_,
-                      error_.empty() ? grpc::Status::OK
-                                     : grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, error_),
-                      this);
+    phase_ = Phase::kFinishing;
+    responder_->Finish(response_,
+                       error_.empty() ? grpc::Status::OK
+                                      : grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, error_),
+                       this);
   }
 
   RlsServer::Service& service_;
-  grpc::ServerCompletionQueue& queue_;
-  grpc::ServerContext context_;
+  RlsServer::Slots& slots_;
+  std::optional<grpc::ServerContext> context_;
+  std::optional<grpc::ServerAsyncResponseWriter<RateLimitResponse>> responder_;
   RateLimitRequest request_;
   RateLimitResponse response_;
-  grpc::ServerAsyncResponseWriter<RateLimitResponse> responder_;
+  RlsDecider::CallState state_;
   grpc::Alarm alarm_;
-  State state_ = State::kWaiting;
+  Phase phase_ = Phase::kWaiting;
   std::thread::id poller_;
   std::string error_;
 };
+
+}  // namespace
+
+// A queue's calls, used by its poller's thread only: the finished ones wait here to be
+// posted again.
+struct RlsServer::Slots {
+  Slots(Service& s, grpc::ServerCompletionQueue& q) : service(s), queue(q) {}
+  ~Slots() {
+    for (Call* call : spare) delete call;
+  }
+  Call* Take() {
+    if (spare.empty()) return new Call(service, *this);
+    Call* call = spare.back();
+    spare.pop_back();
+    return call;
+  }
+
+  Service& service;
+  grpc::ServerCompletionQueue& queue;
+  std::vector<Call*> spare;
+};
+
+namespace {
+
+void Call::Post() {
+  context_.emplace();
+  responder_.emplace(&*context_);
+  phase_ = Phase::kWaiting;
+  error_.clear();
+  service_.async().RequestShouldRateLimit(&*context_, &request_, &*responder_, &slots_.queue,
+                                          &slots_.queue, this);
+}
+
+void Call::Step(bool ok) {
+  SLUICE_TAKEN_BACK(this);
+  switch (phase_) {
+    case Phase::kWaiting:
+      if (!ok) break;
+      slots_.Take()->Post();
+      phase_ = Phase::kDeciding;
+      poller_ = std::this_thread::get_id();
+      // The memory store answers at once, here; a Redis decision is answered on a
+      // worker's loop, which hands the call back to this queue (an alarm due now), so
+      // that the answer is written and the call ends on its poller's thread.
+      service_.decider().DecideAsync(
+          request_, response_,
+          [this](std::string error) {
+            error_ = std::move(error);
+            if (std::this_thread::get_id() == poller_) {
+              Finish();
+            } else {
+              // Nothing of the call is read after the hand-over: the poller may end it
+              // as soon as the alarm is set (the alarm's own state is
+              // reference-counted).
+              grpc::Alarm& alarm = alarm_;
+              grpc::ServerCompletionQueue* queue = &slots_.queue;
+              void* tag = this;
+              SLUICE_HANDED_OVER(tag);
+              alarm.Set(queue, gpr_now(GPR_CLOCK_MONOTONIC), tag);
+            }
+          },
+          state_.get());
+      return;
+    case Phase::kDeciding:  // back from a worker's loop
+      if (!ok) break;
+      Finish();
+      return;
+    case Phase::kFinishing:
+      if (!ok) break;
+      // Done with gRPC: its call is released now, and the rest kept for a later one.
+      responder_.reset();
+      context_.reset();
+      slots_.spare.push_back(this);
+      return;
+  }
+  delete this;
+}
 
 // Calls waiting on each queue for a client: enough that a burst of new calls does not
 // wait for a slot to be posted. A call that finds no slot is parked in gRPC's own
@@ -495,7 +554,8 @@ std::string RlsServer::Start(const net::Endpoint& endpoint) {
   port_ = static_cast<uint16_t>(port);
   for (auto& queue : queues_) {
     grpc::ServerCompletionQueue* q = queue.get();
-    for (int i = 0; i < kPostedCalls; ++i) new Call(*service_, *q);
+    slots_.push_back(std::make_unique<Slots>(*service_, *q));
+    for (int i = 0; i < kPostedCalls; ++i) slots_.back()->Take()->Post();
     pollers_.emplace_back([q] {
       void* tag;
       bool ok;
@@ -522,6 +582,7 @@ void RlsServer::Stop() {
   for (auto& queue : queues_) queue->Shutdown();
   for (std::thread& poller : pollers_) poller.join();
   pollers_.clear();
+  slots_.clear();  // the spare calls, which hold nothing of gRPC's
   queues_.clear();
   server_.reset();
 }

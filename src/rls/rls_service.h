@@ -92,18 +92,29 @@ class RlsDecider {
     std::vector<size_t> slots;
   };
 
+  // A call's working state (each descriptor's limit, counter key and answer), which a
+  // caller with a steady stream of calls keeps from one to the next: its buffers keep
+  // their size, so a call allocates nothing of its own.
+  struct Call;
+  struct CallDeleter {
+    void operator()(Call* call) const;
+  };
+  using CallState = std::unique_ptr<Call, CallDeleter>;
+  static CallState NewCallState();
+
   // Fills `response` (cleared first) for `request` and then calls `done`: at once
   // with a store access that runs its work at once, else from the store's thread.
-  // `request` and `response` must stay until then.
+  // `request` and `response` must stay until then, and so must `state` when given (it
+  // is the caller's again when `done` is called); without it the call makes its own.
   void DecideAsync(const envoy::service::ratelimit::v3::RateLimitRequest& request,
-                   envoy::service::ratelimit::v3::RateLimitResponse& response, Done done) const;
+                   envoy::service::ratelimit::v3::RateLimitResponse& response, Done done,
+                   Call* state = nullptr) const;
 
   // The same, for a store access that runs its work at once (tests): "" or the error.
   std::string Decide(const envoy::service::ratelimit::v3::RateLimitRequest& request,
                      envoy::service::ratelimit::v3::RateLimitResponse& response) const;
 
  private:
-  struct Call;
   // Each descriptor's limit, key and cost; "" or why the call is refused.
   std::string Plan(Call& call) const;
   void Answer(const Call& call) const;
@@ -124,6 +135,7 @@ class RlsDecider {
 class RlsServer {
  public:
   class Service;
+  struct Slots;  // a queue's calls, finished ones kept for reuse (rls_service.cc)
   RlsServer(RlsDecider& decider, int threads);
   ~RlsServer();
   RlsServer(const RlsServer&) = delete;
@@ -143,6 +155,7 @@ class RlsServer {
   std::unique_ptr<Service> service_;
   std::unique_ptr<grpc::Server> server_;
   std::vector<std::unique_ptr<grpc::ServerCompletionQueue>> queues_;
+  std::vector<std::unique_ptr<Slots>> slots_;  // one per queue, used by its poller only
   std::vector<std::thread> pollers_;
   uint16_t port_ = 0;
 };
