@@ -7,7 +7,9 @@
 #include <xxhash.h>
 
 #include <algorithm>
+#include <atomic>
 #include <optional>
+#include <unordered_map>
 #include <vector>
 
 #include "envoy/service/ratelimit/v3/rls.grpc.pb.h"
@@ -89,6 +91,8 @@ struct Applied {
   const RlsLimit* limit = nullptr;
 };
 
+constexpr size_t kNotDetailed = SIZE_MAX;
+
 // Per thread, for the answer's header fields: grown to the largest answer and reused.
 struct FieldScratch {
   std::string policy;
@@ -104,6 +108,9 @@ struct RlsDecider::Call {
   struct Item final : Store::Completion {
     Applied applied;
     bool ask = false;  // limited (not unlimited, not replaced): the store decides it
+    // Where the decision is counted when the limit has detailed_metric (else the
+    // limit's own slot): the request's values name it.
+    size_t detailed_slot = kNotDetailed;
     std::string key;
     uint64_t hits = 1;
     Decision decision;
@@ -147,9 +154,40 @@ RlsDecider::CallState RlsDecider::NewCallState() {
   return state;
 }
 
+namespace {
+std::atomic<uint64_t> next_decider_serial{1};
+}  // namespace
+
 RlsDecider::RlsDecider(RlsStoreAccess& access, const Clock& wall_clock, metrics::Registry* registry)
-    : access_(access), wall_clock_(wall_clock), registry_(registry) {
+    : access_(access),
+      wall_clock_(wall_clock),
+      registry_(registry),
+      serial_(next_decider_serial.fetch_add(1, std::memory_order_relaxed)) {
   if (registry_ != nullptr) metrics_ = &registry_->AddWorker();
+}
+
+size_t RlsDecider::DetailedSlot(std::string_view stats_key) const {
+  struct Hash {
+    using is_transparent = void;
+    size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
+  };
+  struct Cache {
+    uint64_t decider = 0;
+    std::unordered_map<std::string, size_t, Hash, std::equal_to<>> slots;
+  };
+  // Bounded: the registry itself stops at kMaxRuleSlots names (the rest share
+  // "(other)"), and a flood of distinct values only refills this cache.
+  constexpr size_t kMaxCached = 4096;
+  thread_local Cache cache;
+  if (cache.decider != serial_) {
+    cache.decider = serial_;
+    cache.slots.clear();
+  }
+  if (const auto it = cache.slots.find(stats_key); it != cache.slots.end()) return it->second;
+  if (cache.slots.size() >= kMaxCached) cache.slots.clear();
+  const size_t slot = registry_->RuleSlot(stats_key);
+  cache.slots.emplace(std::string(stats_key), slot);
+  return slot;
 }
 
 void RlsDecider::SetConfig(std::shared_ptr<const RateLimitConfig> config) {
@@ -232,6 +270,13 @@ std::string RlsDecider::Plan(Call& call) const {
     applied.configured = config == nullptr ? nullptr : config->Match(domain, entries);
     matched[i] = applied.configured;
     applied.limit = applied.configured;
+    item.detailed_slot = kNotDetailed;
+    if (metrics_ != nullptr && applied.configured != nullptr &&
+        applied.configured->detailed_metric) {
+      thread_local std::string stats_key;
+      StatsKey(domain, entries, *applied.configured, stats_key);
+      item.detailed_slot = DetailedSlot(stats_key);
+    }
     if (descriptor.has_limit() && config != nullptr && config->HasDomain(domain)) {
       // The caller's limit for this descriptor, as the service applies it: its rate in
       // place of the configured one, unnamed, never in shadow mode, counted under the
@@ -342,13 +387,16 @@ void RlsDecider::Answer(const Call& call) const {
     }
     if (metrics_ != nullptr) {
       // Counted under the configured limit (an override counts under the one it
-      // replaced; an override of nothing, under no rule).
+      // replaced; an override of nothing, under no rule), or with detailed_metric under
+      // the request's values.
       const RlsLimit* named = item.applied.configured;
       const std::vector<size_t>& slots = call.loaded->slots;
       const size_t index = named == nullptr
                                ? slots.size()
                                : static_cast<size_t>(named - call.config->limits().data());
-      const size_t slot = index < slots.size() ? slots[index] : metrics::kSlotNoRule;
+      const size_t slot = item.detailed_slot != kNotDetailed ? item.detailed_slot
+                          : index < slots.size()             ? slots[index]
+                                                             : metrics::kSlotNoRule;
       const metrics::Outcome outcome = !limited             ? metrics::Outcome::kAllowed
                                        : limit->shadow_mode ? metrics::Outcome::kShadowLimited
                                                             : metrics::Outcome::kLimited;

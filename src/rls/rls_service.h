@@ -120,12 +120,16 @@ class RlsDecider {
   void Answer(const Call& call) const;
 
   std::shared_ptr<const Loaded> loaded() const;
+  // The metric slot of a detailed_metric stats key ("domain.key_value..."), from a
+  // per-thread cache in front of the registry (whose lookup scans and locks).
+  size_t DetailedSlot(std::string_view stats_key) const;
 
   RlsStoreAccess& access_;
   const Clock& wall_clock_;
   metrics::Registry* registry_;
   // Written by every thread that answers (AddShared); null without a registry.
   metrics::WorkerMetrics* metrics_ = nullptr;
+  const uint64_t serial_;  // tells deciders apart in DetailedSlot's per-thread cache
   mutable std::mutex config_mutex_;
   std::shared_ptr<const Loaded> loaded_;  // guarded by config_mutex_
 };

@@ -54,6 +54,9 @@ descriptors:
     rate_limit: {name: per_user, unit: minute, requests_per_unit: 1}
   - key: vip
     rate_limit: {unit: minute, requests_per_unit: 100, replaces: [{name: per_user}]}
+  - key: client
+    detailed_metric: true
+    rate_limit: {unit: minute, requests_per_unit: 10}
 )";
 
 RateLimitDescriptor Descriptor(std::vector<std::pair<std::string, std::string>> entries) {
@@ -316,6 +319,18 @@ rules: []
                                      R"(rule="api",decision="limited")"),
             1)
       << metrics.body;
+  // detailed_metric: counted per request value, under the service's stats key.
+  for (const char* client : {"a", "a", "b"})
+    ask(Request("edge", {Descriptor({{"client", client}})}));
+  const integration::HttpResponse detailed = integration::FetchGet(sluice.admin_port(), "/metrics");
+  EXPECT_EQ(integration::MetricValue(detailed.body, "sluice_requests_total",
+                                     R"(rule="edge.client_a",decision="allowed")"),
+            2)
+      << detailed.body;
+  EXPECT_EQ(integration::MetricValue(detailed.body, "sluice_requests_total",
+                                     R"(rule="edge.client_b",decision="allowed")"),
+            1);
+  EXPECT_EQ(detailed.body.find(R"(rule="edge.client")"), std::string::npos);
 
   // A new limit in the file takes effect on SIGHUP, counted afresh under the new rate.
   std::string changed(kConfig);
