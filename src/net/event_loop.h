@@ -19,8 +19,6 @@
 #include "net/io_batch.h"
 #include "sluice/clock.h"
 
-struct epoll_event;
-
 namespace sluice::net {
 
 // Receives readiness for one file descriptor.
@@ -88,6 +86,9 @@ class EventLoop {
   // The sends are made with the next turn's wait for events, in the same system call
   // where the kernel allows (IoBatch::RunAndBeginEpollWait), and the senders finish
   // before that wait blocks; otherwise they are made and finished at the turn's end.
+  // A finish runs after the next wait may already have its events, so a handler that
+  // a finish closes may still be named in them: handlers are freed after the turn's
+  // events (a turn hook, a timer due now), never in a finish.
   // REQUIRES: `sender` stays alive or calls CancelSendAtTurnEnd.
   void SendAtTurnEnd(DeferredSender* sender);
   void CancelSendAtTurnEnd(DeferredSender* sender);

@@ -25,9 +25,10 @@ constexpr unsigned kRingEntries = 256;
 // their number as the length.
 constexpr uint8_t kOpEpollWait = 59;
 
-// Completion tags beside the queued calls' indexes.
-constexpr uint64_t kEpollTag = UINT64_MAX;
-constexpr uint64_t kCancelTag = UINT64_MAX - 1;
+// Completion tags beside the queued calls' indexes (UINT64_MAX is liburing's own, for
+// the timeouts it may submit).
+constexpr uint64_t kEpollTag = UINT64_MAX - 2;
+constexpr uint64_t kCancelTag = UINT64_MAX - 3;
 
 struct IoBatch::Ring {
   io_uring ring{};
@@ -215,17 +216,32 @@ bool IoBatch::RunAndBeginEpollWait(int epoll_fd, epoll_event* events, int max_ev
     Run();
     return false;
   }
-  SLUICE_CHECK(!epoll_pending_ && !cancel_pending_);
+  SLUICE_CHECK(!epoll_pending_ && !cancel_pending_ && max_events > 0);
   for (size_t i = 0; i < queued_.size(); ++i) PrepareOnRing(i);
   io_uring_sqe* sqe = io_uring_get_sqe(&ring_->ring);
   SLUICE_CHECK(sqe != nullptr);
-  io_uring_prep_rw(kOpEpollWait, sqe, epoll_fd, events, static_cast<unsigned>(max_events), 0);
+  // The kernel writes the events into the batch's own array, copied out when the wait
+  // completes: a wait that a broken ring leaves to the kernel's teardown can never
+  // write into the caller's array while the caller waits on it by itself.
+  ring_events_.resize(std::max(ring_events_.size(), static_cast<size_t>(max_events)));
+  io_uring_prep_rw(kOpEpollWait, sqe, epoll_fd, ring_events_.data(),
+                   static_cast<unsigned>(max_events), 0);
   io_uring_sqe_set_data64(sqe, kEpollTag);
+  epoll_events_ = events;
   epoll_pending_ = true;
   epoll_result_ = 0;
   // The sends and receives complete during the enter (MSG_DONTWAIT); so does the wait
   // when events are ready, as they are on a busy loop. Otherwise it stays under way.
-  const bool ring_ok = SubmitAndReap(queued_.size());
+  bool ring_ok = true;
+  if (queued_.empty()) {
+    const int submitted = io_uring_submit(&ring_->ring);
+    if (submitted < 0) {
+      DropBrokenRing(std::strerror(-submitted));
+      ring_ok = false;
+    }
+  } else {
+    ring_ok = SubmitAndReap(queued_.size());
+  }
   TellClients();
   return ring_ok;
 }
@@ -234,14 +250,18 @@ int IoBatch::FinishEpollWait(int timeout_ms) {
   if (ring_ == nullptr) return -1;
   io_uring& ring = ring_->ring;
   if (epoll_pending_ && timeout_ms != 0) {
+    // A negative timeout waits for as long as it takes, as epoll_wait's does.
     __kernel_timespec timeout{};
     timeout.tv_sec = timeout_ms / 1000;
     timeout.tv_nsec = static_cast<long long>(timeout_ms % 1000) * 1'000'000;
     io_uring_cqe* cqe;
     // One completion, or the time is up (-ETIME), or a signal (-EINTR: like
-    // epoll_wait, the turn goes on without events).
-    const int waited = io_uring_wait_cqes(&ring, &cqe, 1, &timeout, nullptr);
-    if (waited < 0 && waited != -ETIME && waited != -EINTR) {
+    // epoll_wait, the turn goes on without events), or a full completion queue
+    // (-EBUSY, -EAGAIN: reaped below): whatever has not come then is cancelled.
+    const int waited =
+        io_uring_wait_cqes(&ring, &cqe, 1, timeout_ms < 0 ? nullptr : &timeout, nullptr);
+    if (waited < 0 && waited != -ETIME && waited != -EINTR && waited != -EBUSY &&
+        waited != -EAGAIN) {
       DropBrokenRing(std::strerror(-waited));
       return -1;
     }
@@ -282,6 +302,10 @@ size_t IoBatch::ReapCompletions() {
     if (tag == kEpollTag) {
       epoll_pending_ = false;
       epoll_result_ = cqe->res;
+      if (epoll_result_ > 0) {
+        std::memcpy(epoll_events_, ring_events_.data(),
+                    static_cast<size_t>(epoll_result_) * sizeof(epoll_event));
+      }
     } else if (tag == kCancelTag) {
       cancel_pending_ = false;
     } else {

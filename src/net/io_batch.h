@@ -22,9 +22,8 @@
 #ifndef SLUICE_NET_IO_BATCH_H_
 #define SLUICE_NET_IO_BATCH_H_
 
+#include <sys/epoll.h>
 #include <sys/types.h>
-
-struct epoll_event;
 
 #include <cstddef>
 #include <cstdint>
@@ -79,9 +78,10 @@ class IoBatch {
   // kernel, another thread): the calls ran anyway and the caller waits itself.
   bool RunAndBeginEpollWait(int epoll_fd, struct epoll_event* events, int max_events);
 
-  // Ends the wait begun: gives it up to `timeout_ms` (0: no waiting) and returns how
-  // many events it wrote (0 when none came in time), or -1 when the ring could not
-  // wait after all; then the caller waits itself, and later waits are left to it.
+  // Ends the wait begun: gives it up to `timeout_ms` (0: no waiting; negative: no
+  // limit) and returns how many events it wrote into `events` (0 when none came in
+  // time), or -1 when the ring could not wait after all; then the caller waits itself,
+  // and later waits are left to it.
   int FinishEpollWait(int timeout_ms);
 
   bool empty() const { return queued_.empty(); }
@@ -121,6 +121,9 @@ class IoBatch {
 
   std::vector<Call> queued_;
   size_t min_calls_for_ring_;
+  // Where the kernel writes an epoll wait's events: before ring_, so that it outlives
+  // the ring (a wait under way ends with the ring).
+  std::vector<epoll_event> ring_events_;
   std::unique_ptr<Ring> ring_;  // null until Open(), or when io_uring is out
   std::thread::id owner_;       // the thread that opened the ring
   bool ring_tried_ = false;
@@ -129,6 +132,7 @@ class IoBatch {
   bool epoll_pending_ = false;
   int epoll_result_ = 0;
   bool cancel_pending_ = false;
+  epoll_event* epoll_events_ = nullptr;  // the caller's array, filled when it completes
 };
 
 }  // namespace sluice::net

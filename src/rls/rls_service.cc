@@ -175,16 +175,20 @@ size_t RlsDecider::DetailedSlot(std::string_view stats_key) const {
     uint64_t decider = 0;
     std::unordered_map<std::string, size_t, Hash, std::equal_to<>> slots;
   };
-  // Bounded: the registry itself stops at kMaxRuleSlots names (the rest share
-  // "(other)"), and a flood of distinct values only refills this cache.
-  constexpr size_t kMaxCached = 4096;
   thread_local Cache cache;
   if (cache.decider != serial_) {
     cache.decider = serial_;
     cache.slots.clear();
   }
   if (const auto it = cache.slots.find(stats_key); it != cache.slots.end()) return it->second;
-  if (cache.slots.size() >= kMaxCached) cache.slots.clear();
+  // Request values must not use up the rule series the registry has for everyone
+  // (kMaxRuleSlots, shared with the HTTP rules): past kMaxDetailedNames, new values
+  // count under their limit's own name. Nor may they grow the cache, which then
+  // holds at most kMaxDetailedNames names per thread.
+  if (detailed_names_.load(std::memory_order_relaxed) >= kMaxDetailedNames) {
+    return kNotDetailed;
+  }
+  detailed_names_.fetch_add(1, std::memory_order_relaxed);
   const size_t slot = registry_->RuleSlot(stats_key);
   cache.slots.emplace(std::string(stats_key), slot);
   return slot;
@@ -449,6 +453,12 @@ class RlsServer::Service {
 
 namespace {
 
+// A finished call is kept for reuse unless this many wait already (the posted ones
+// and a burst's worth more), or its request was larger than this (Envoy's are a few
+// hundred bytes): reused messages keep their largest size.
+constexpr size_t kMaxSpareCalls = 1024;
+constexpr size_t kMaxKeptRequestBytes = 16 * 1024;
+
 // One call's life on a queue: posted to receive a call, decided, finished, then kept
 // for the next (its messages and decision state keep their buffers, so a steady stream
 // of calls allocates little of sluice's own); its tag is itself. A call taken posts
@@ -557,10 +567,16 @@ void Call::Step(bool ok) {
       Finish();
       return;
     case Phase::kFinishing:
-      if (!ok) break;
-      // Done with gRPC: its call is released now, and the rest kept for a later one.
+      if (!ok || slots_.spare.size() >= kMaxSpareCalls) break;
+      // Done with gRPC: its call is released now, and the rest kept for a later one;
+      // but not the buffers of an outsized call, which would stay at its size.
       responder_.reset();
       context_.reset();
+      if (request_.ByteSizeLong() > kMaxKeptRequestBytes) {
+        request_ = RateLimitRequest();
+        response_ = RateLimitResponse();
+        state_ = RlsDecider::NewCallState();
+      }
       slots_.spare.push_back(this);
       return;
   }

@@ -22,6 +22,7 @@
 #ifndef SLUICE_RLS_RLS_SERVICE_H_
 #define SLUICE_RLS_RLS_SERVICE_H_
 
+#include <atomic>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -130,6 +131,10 @@ class RlsDecider {
   // Written by every thread that answers (AddShared); null without a registry.
   metrics::WorkerMetrics* metrics_ = nullptr;
   const uint64_t serial_;  // tells deciders apart in DetailedSlot's per-thread cache
+  // detailed_metric names taken from the registry (by any thread; a name two threads
+  // meet at once counts twice, which only ends the budget a little early).
+  static constexpr size_t kMaxDetailedNames = 256;
+  mutable std::atomic<size_t> detailed_names_{0};
   mutable std::mutex config_mutex_;
   std::shared_ptr<const Loaded> loaded_;  // guarded by config_mutex_
 };

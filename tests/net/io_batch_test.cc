@@ -9,9 +9,11 @@
 #include <netinet/tcp.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
+#include <sys/utsname.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <functional>
@@ -340,6 +342,16 @@ class Watch {
   epoll_event events_[8]{};
 };
 
+// Linux 6.15 or later: IORING_OP_EPOLL_WAIT is there.
+bool KernelHasEpollWaitOnRing() {
+  utsname name{};
+  if (uname(&name) != 0) return false;
+  int major = 0;
+  int minor = 0;
+  if (std::sscanf(name.release, "%d.%d", &major, &minor) != 2) return false;
+  return major > 6 || (major == 6 && minor >= 15);
+}
+
 // The sends go out and the wait finds what is ready, in one enter where the kernel
 // has IORING_OP_EPOLL_WAIT (6.15); directly otherwise, with the same results.
 TEST_P(IoBatchTest, SendsWithTheWaitGoOutAndTheWaitFindsWhatIsReady) {
@@ -358,6 +370,8 @@ TEST_P(IoBatchTest, SendsWithTheWaitGoOutAndTheWaitFindsWhatIsReady) {
   EXPECT_TRUE(watch.event(0).events & EPOLLIN);
   if (!GetParam()) {
     EXPECT_FALSE(on_ring);
+  } else if (KernelHasEpollWaitOnRing() && batch_.uses_io_uring()) {
+    EXPECT_TRUE(on_ring);  // not a silent fall-back where the kernel has the opcode
   }
   std::fprintf(stderr, "epoll wait on the ring: %s\n", on_ring ? "yes" : "no");
   char buffer[16];
@@ -408,6 +422,59 @@ TEST_P(IoBatchTest, InputThatArrivesAfterTheWaitBeganIsFound) {
   EXPECT_EQ(watch.event(0).data.u64, 42u);
   EXPECT_EQ(first.sent, 4);
   EXPECT_EQ(meanwhile.sent, 4);
+}
+
+// With nothing queued the wait is still submitted: what is ready is found at once, not
+// when the timeout runs out (the bound is far above any scheduling delay).
+TEST_P(IoBatchTest, AWaitWithNothingQueuedFindsWhatIsReadyAtOnce) {
+  Pair p;
+  ASSERT_NO_FATAL_FAILURE(listener_.Connect(p));
+  Watch watch(p.b);
+  ASSERT_EQ(send(p.a, "x", 1, 0), 1);
+  const auto start = std::chrono::steady_clock::now();
+  EXPECT_EQ(watch.Wait(batch_, 20'000), 1);
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(10));
+}
+
+// A negative timeout waits as long as it takes, as epoll_wait's does: here until
+// another thread sends.
+TEST_P(IoBatchTest, AWaitWithoutATimeoutEndsWhenInputComesFromAnotherThread) {
+  Pair watched;
+  Pair other;
+  ASSERT_NO_FATAL_FAILURE(listener_.Connect(watched));
+  ASSERT_NO_FATAL_FAILURE(listener_.Connect(other));
+  Watch watch(watched.b);
+  Recorder sender;
+  batch_.QueueSend(other.a, "y", 1, &sender);
+  std::thread writer;
+  const int ready = watch.Wait(batch_, -1, nullptr, [&] {
+    writer = std::thread([&] {
+      usleep(20'000);
+      EXPECT_EQ(send(watched.a, "z", 1, 0), 1);
+    });
+  });
+  writer.join();
+  EXPECT_EQ(ready, 1);
+  EXPECT_EQ(sender.sent, 1);
+}
+
+// A ring that breaks while the wait is under way: the caller is told to wait itself,
+// and finds what came.
+TEST_P(IoBatchTest, ARingThatBreaksDuringTheWaitLeavesItToTheCaller) {
+  Pair watched;
+  Pair other;
+  ASSERT_NO_FATAL_FAILURE(listener_.Connect(watched));
+  ASSERT_NO_FATAL_FAILURE(listener_.Connect(other));
+  Watch watch(watched.b);
+  Recorder sender;
+  batch_.QueueSend(other.a, "w", 1, &sender);
+  const int ready = watch.Wait(batch_, 5000, nullptr, [&] {
+    batch_.BreakRingForTesting();
+    EXPECT_EQ(send(watched.a, "v", 1, 0), 1);
+  });
+  EXPECT_EQ(ready, 1);
+  EXPECT_EQ(watch.event(0).data.u64, 42u);
+  EXPECT_EQ(sender.sent, 1);
 }
 
 // A ring that breaks at the wait's enter: the calls are made directly, once, and the

@@ -106,6 +106,30 @@ class RlsDeciderTest : public ::testing::Test {
   RlsDecider decider_{access_, clock_};
 };
 
+// detailed_metric names series after request values only up to a budget, so that
+// clients cannot use up the rule series the HTTP rules share: later values count under
+// the limit's own name.
+TEST_F(RlsDeciderTest, DetailedMetricNamesAreBoundedAndLaterValuesCountUnderTheLimit) {
+  metrics::Registry registry;
+  RlsDecider counted(access_, clock_, &registry);
+  counted.SetConfig(decider_.config());
+  constexpr int kValues = 300;
+  for (int i = 0; i < kValues; ++i) {
+    RateLimitResponse response;
+    counted.Decide(Request("edge", {Descriptor({{"client", fmt::format("c{}", i)}})}), response);
+  }
+  const std::string text = registry.Render();
+  const auto allowed = [&](std::string_view rule) {
+    return integration::MetricValue(text, "sluice_requests_total",
+                                    fmt::format(R"(rule="{}",decision="allowed")", rule))
+        .value_or(0);
+  };
+  EXPECT_EQ(allowed("edge.client_c0"), 1) << text.substr(0, 2000);
+  EXPECT_EQ(allowed("edge.client_c255"), 1);
+  EXPECT_EQ(allowed("edge.client_c256"), 0);
+  EXPECT_EQ(allowed("edge.client"), kValues - 256);
+}
+
 TEST_F(RlsDeciderTest, KeyOnlyLimitCountsEachValueOnItsOwnAndAnswersOverLimit) {
   for (int i = 1; i <= 4; ++i) {
     const RateLimitResponse r = Ask(Request("edge", {Descriptor({{"remote_address", "1.2.3.4"}})}));
