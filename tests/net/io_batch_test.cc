@@ -18,6 +18,7 @@
 #include <cstdlib>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 #include <utility>
@@ -342,6 +343,20 @@ class Watch {
   epoll_event events_[8]{};
 };
 
+// A socket pair whose far end an epoll descriptor watches for input, and another to
+// send on.
+struct WatchedPair {
+  Pair watched;
+  Pair other;
+  std::optional<Watch> watch;
+};
+
+void ConnectWatched(Listener& listener, WatchedPair& pairs) {
+  ASSERT_NO_FATAL_FAILURE(listener.Connect(pairs.watched));
+  ASSERT_NO_FATAL_FAILURE(listener.Connect(pairs.other));
+  pairs.watch.emplace(pairs.watched.b);
+}
+
 // Linux 6.15 or later: IORING_OP_EPOLL_WAIT is there.
 bool KernelHasEpollWaitOnRing() {
   utsname name{};
@@ -381,11 +396,10 @@ TEST_P(IoBatchTest, SendsWithTheWaitGoOutAndTheWaitFindsWhatIsReady) {
 // Nothing ready: a zero timeout does not wait, a short one ends with no events, and
 // the batch works afterwards (the cancelled wait left nothing behind on the ring).
 TEST_P(IoBatchTest, AWaitWithNothingReadyEndsWithNoEventsAndTheBatchGoesOn) {
-  Pair watched;
-  Pair other;
-  ASSERT_NO_FATAL_FAILURE(listener_.Connect(watched));
-  ASSERT_NO_FATAL_FAILURE(listener_.Connect(other));
-  Watch watch(watched.b);
+  WatchedPair pairs;
+  ASSERT_NO_FATAL_FAILURE(ConnectWatched(listener_, pairs));
+  Pair& other = pairs.other;
+  Watch& watch = *pairs.watch;
   const std::string bytes = "x";
   for (int timeout_ms : {0, 10, 0}) {
     Recorder sender;
@@ -404,11 +418,11 @@ TEST_P(IoBatchTest, AWaitWithNothingReadyEndsWithNoEventsAndTheBatchGoesOn) {
 // Input that arrives after the wait began (while the loop finishes its senders) is
 // found by the wait, and a batch run meanwhile does not disturb it.
 TEST_P(IoBatchTest, InputThatArrivesAfterTheWaitBeganIsFound) {
-  Pair watched;
-  Pair other;
-  ASSERT_NO_FATAL_FAILURE(listener_.Connect(watched));
-  ASSERT_NO_FATAL_FAILURE(listener_.Connect(other));
-  Watch watch(watched.b);
+  WatchedPair pairs;
+  ASSERT_NO_FATAL_FAILURE(ConnectWatched(listener_, pairs));
+  Pair& watched = pairs.watched;
+  Pair& other = pairs.other;
+  Watch& watch = *pairs.watch;
   const std::string bytes = "late";
   Recorder first;
   Recorder meanwhile;
@@ -439,11 +453,11 @@ TEST_P(IoBatchTest, AWaitWithNothingQueuedFindsWhatIsReadyAtOnce) {
 // A negative timeout waits as long as it takes, as epoll_wait's does: here until
 // another thread sends.
 TEST_P(IoBatchTest, AWaitWithoutATimeoutEndsWhenInputComesFromAnotherThread) {
-  Pair watched;
-  Pair other;
-  ASSERT_NO_FATAL_FAILURE(listener_.Connect(watched));
-  ASSERT_NO_FATAL_FAILURE(listener_.Connect(other));
-  Watch watch(watched.b);
+  WatchedPair pairs;
+  ASSERT_NO_FATAL_FAILURE(ConnectWatched(listener_, pairs));
+  Pair& watched = pairs.watched;
+  Pair& other = pairs.other;
+  Watch& watch = *pairs.watch;
   Recorder sender;
   batch_.QueueSend(other.a, "y", 1, &sender);
   std::thread writer;
@@ -461,11 +475,11 @@ TEST_P(IoBatchTest, AWaitWithoutATimeoutEndsWhenInputComesFromAnotherThread) {
 // A ring that breaks while the wait is under way: the caller is told to wait itself,
 // and finds what came.
 TEST_P(IoBatchTest, ARingThatBreaksDuringTheWaitLeavesItToTheCaller) {
-  Pair watched;
-  Pair other;
-  ASSERT_NO_FATAL_FAILURE(listener_.Connect(watched));
-  ASSERT_NO_FATAL_FAILURE(listener_.Connect(other));
-  Watch watch(watched.b);
+  WatchedPair pairs;
+  ASSERT_NO_FATAL_FAILURE(ConnectWatched(listener_, pairs));
+  Pair& watched = pairs.watched;
+  Pair& other = pairs.other;
+  Watch& watch = *pairs.watch;
   Recorder sender;
   batch_.QueueSend(other.a, "w", 1, &sender);
   const int ready = watch.Wait(batch_, 5000, nullptr, [&] {
