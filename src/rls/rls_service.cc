@@ -505,7 +505,8 @@ class Call {
 // A queue's calls, used by its poller's thread only: the finished ones wait here to be
 // posted again.
 struct RlsServer::Slots {
-  Slots(Service& s, grpc::ServerCompletionQueue& q) : service(s), queue(q) {}
+  Slots(Service& s, grpc::ServerCompletionQueue& q, HandOver& h)
+      : service(s), queue(q), hand_over(h) {}
   ~Slots() {
     for (Call* call : spare) delete call;
   }
@@ -518,6 +519,7 @@ struct RlsServer::Slots {
 
   Service& service;
   grpc::ServerCompletionQueue& queue;
+  HandOver& hand_over;
   std::vector<Call*> spare;
 };
 
@@ -540,6 +542,7 @@ void Call::Step(bool ok) {
       slots_.Take()->Post();
       phase_ = Phase::kDeciding;
       poller_ = std::this_thread::get_id();
+      slots_.hand_over.deciding.fetch_add(1, std::memory_order_relaxed);
       // The memory store answers at once, here; a Redis decision is answered on a
       // worker's loop, which hands the call back to this queue (an alarm due now), so
       // that the answer is written and the call ends on its poller's thread.
@@ -547,22 +550,31 @@ void Call::Step(bool ok) {
           request_, response_,
           [this](std::string error) {
             error_ = std::move(error);
+            RlsServer::HandOver& hand_over = slots_.hand_over;
             if (std::this_thread::get_id() == poller_) {
+              hand_over.deciding.fetch_sub(1, std::memory_order_release);
               Finish();
-            } else {
-              // Nothing of the call is read after the hand-over: the poller may end it
-              // as soon as the alarm is set (the alarm's own state is
-              // reference-counted).
-              grpc::Alarm& alarm = alarm_;
-              grpc::ServerCompletionQueue* queue = &slots_.queue;
-              void* tag = this;
-              SLUICE_HANDED_OVER(tag);
-              alarm.Set(queue, gpr_now(GPR_CLOCK_MONOTONIC), tag);
+              return;
             }
+            // Nothing of the call is read after the hand-over: the poller may end it as
+            // soon as the alarm is set (the alarm's own state is reference-counted).
+            grpc::Alarm& alarm = alarm_;
+            grpc::ServerCompletionQueue* queue = &slots_.queue;
+            void* tag = this;
+            std::lock_guard lock(hand_over.mutex);
+            if (!hand_over.open) {
+              // The service stopped without it (its client was cancelled then): the
+              // call is left as it is, at the process's end.
+              hand_over.deciding.fetch_sub(1, std::memory_order_release);
+              return;
+            }
+            SLUICE_HANDED_OVER(tag);
+            alarm.Set(queue, gpr_now(GPR_CLOCK_MONOTONIC), tag);
           },
           state_.get());
       return;
     case Phase::kDeciding:  // back from a worker's loop
+      slots_.hand_over.deciding.fetch_sub(1, std::memory_order_release);
       if (!ok) break;
       Finish();
       return;
@@ -618,7 +630,7 @@ std::string RlsServer::Start(const net::Endpoint& endpoint) {
   port_ = static_cast<uint16_t>(port);
   for (auto& queue : queues_) {
     grpc::ServerCompletionQueue* q = queue.get();
-    slots_.push_back(std::make_unique<Slots>(*service_, *q));
+    slots_.push_back(std::make_unique<Slots>(*service_, *q, hand_over_));
     for (int i = 0; i < kPostedCalls; ++i) slots_.back()->Take()->Post();
     pollers_.emplace_back([q] {
       void* tag;
@@ -643,6 +655,18 @@ void RlsServer::Stop() {
   // The calls in flight finish (up to the grace), the posted slots come back with
   // ok == false, and then each queue ends its poller's loop.
   server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  // A call still with the store (Redis waits up to its command timeout) comes back
+  // through its queue, so the queues stay open for it, for a while; past that it is
+  // left out (its client was cancelled by the shutdown anyway).
+  const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  while (hand_over_.deciding.load(std::memory_order_acquire) > 0 &&
+         std::chrono::steady_clock::now() < give_up) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  {
+    std::lock_guard lock(hand_over_.mutex);
+    hand_over_.open = false;
+  }
   for (auto& queue : queues_) queue->Shutdown();
   for (std::thread& poller : pollers_) poller.join();
   pollers_.clear();

@@ -145,6 +145,14 @@ class RlsServer {
  public:
   class Service;
   struct Slots;  // a queue's calls, finished ones kept for reuse (rls_service.cc)
+  // Calls handed to the store's threads and not yet back on their queue, and whether
+  // they may still come back: a hand-over after the queues closed would be lost in
+  // gRPC (Stop waits for them first, for a while).
+  struct HandOver {
+    std::atomic<int> deciding{0};
+    std::mutex mutex;
+    bool open = true;  // guarded by mutex
+  };
   RlsServer(RlsDecider& decider, int threads);
   ~RlsServer();
   RlsServer(const RlsServer&) = delete;
@@ -165,6 +173,7 @@ class RlsServer {
   std::unique_ptr<grpc::Server> server_;
   std::vector<std::unique_ptr<grpc::ServerCompletionQueue>> queues_;
   std::vector<std::unique_ptr<Slots>> slots_;  // one per queue, used by its poller only
+  HandOver hand_over_;
   std::vector<std::thread> pollers_;
   uint16_t port_ = 0;
 };

@@ -400,6 +400,67 @@ rules: []
 
 // With store.backend redis: each worker's Redis store decides, so instances share the
 // counts; limits beyond the scripts' exact range are refused at start with their place.
+// A call whose store answers only after the service began to stop (a Redis slower
+// than the shutdown's grace) comes back before the queues close: no hand-over to a
+// closed queue, and Stop returns once it is back.
+TEST(RlsServerTest, StopWaitsForACallStillWithTheStore) {
+  // A store access that keeps the work for the test to run, on its own thread.
+  struct HeldAccess final : RlsStoreAccess {
+    std::mutex mutex;
+    std::function<void(Store&, Timestamp)> held;
+    void Run(std::function<void(Store&, Timestamp)> work) override {
+      std::lock_guard lock(mutex);
+      held = std::move(work);
+    }
+    bool Holding() {
+      std::lock_guard lock(mutex);
+      return held != nullptr;
+    }
+  };
+  ManualClock clock{Timestamp{} + 1000h};
+  store::MemoryStore store{store::MemoryStore::Options{}};
+  HeldAccess access;
+  RlsDecider decider(access, clock);
+  const Source source{kConfig, "edge.yaml"};
+  LoadResult loaded = RateLimitConfig::Load(std::span<const Source>(&source, 1));
+  ASSERT_TRUE(loaded.errors.empty());
+  decider.SetConfig(loaded.config);
+  RlsServer server(decider, 1);
+  ASSERT_EQ(server.Start(*net::Endpoint::Parse("127.0.0.1:0")), "");
+  auto stub = envoy::service::ratelimit::v3::RateLimitService::NewStub(grpc::CreateChannel(
+      fmt::format("127.0.0.1:{}", server.port()), grpc::InsecureChannelCredentials()));
+  grpc::Status status;
+  std::thread caller([&] {
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() + 20s);
+    RateLimitResponse response;
+    status = stub->ShouldRateLimit(&context, Request("edge", {Descriptor({{"path", "/api/x"}})}),
+                                   &response);
+  });
+  ASSERT_TRUE(integration::WaitFor([&] { return access.Holding(); }, integration::Millis(5000)));
+  std::atomic<bool> stopped{false};
+  std::thread stopper([&] {
+    server.Stop();
+    stopped = true;
+  });
+  std::this_thread::sleep_for(2500ms);  // past the shutdown's grace of 2 s
+  EXPECT_FALSE(stopped);                // still waiting for the call
+  std::thread([&] {                     // the store answers, from another thread
+    std::function<void(Store&, Timestamp)> work;
+    {
+      std::lock_guard lock(access.mutex);
+      work = std::move(access.held);
+    }
+    work(store, clock.Now());
+  })
+      .join();
+  stopper.join();
+  caller.join();
+  EXPECT_TRUE(stopped);
+  // The shutdown cancelled the client's call at the end of the grace.
+  EXPECT_FALSE(status.ok());
+}
+
 TEST(RlsServerTest, WithRedisTwoInstancesShareTheCountsAndTooLargeLimitsAreRefused) {
   sluice::testing::RedisProcess redis;
   ASSERT_TRUE(redis.Start()) << redis.error();
