@@ -398,19 +398,17 @@ TEST_P(IoBatchTest, SendsWithTheWaitGoOutAndTheWaitFindsWhatIsReady) {
 TEST_P(IoBatchTest, AWaitWithNothingReadyEndsWithNoEventsAndTheBatchGoesOn) {
   WatchedPair pairs;
   ASSERT_NO_FATAL_FAILURE(ConnectWatched(listener_, pairs));
-  Pair& other = pairs.other;
-  Watch& watch = *pairs.watch;
   const std::string bytes = "x";
   for (int timeout_ms : {0, 10, 0}) {
     Recorder sender;
-    batch_.QueueSend(other.a, bytes.data(), bytes.size(), &sender);
-    EXPECT_EQ(watch.Wait(batch_, timeout_ms), 0) << timeout_ms;
+    batch_.QueueSend(pairs.other.a, bytes.data(), bytes.size(), &sender);
+    EXPECT_EQ(pairs.watch->Wait(batch_, timeout_ms), 0) << timeout_ms;
     EXPECT_EQ(sender.sent, 1);
   }
   char buffer[16];
-  EXPECT_EQ(recv(other.b, buffer, sizeof(buffer), 0), 3);
+  EXPECT_EQ(recv(pairs.other.b, buffer, sizeof(buffer), 0), 3);
   Recorder again;
-  batch_.QueueSend(other.a, bytes.data(), bytes.size(), &again);
+  batch_.QueueSend(pairs.other.a, bytes.data(), bytes.size(), &again);
   batch_.Run();
   EXPECT_EQ(again.sent, 1);
 }
@@ -420,20 +418,17 @@ TEST_P(IoBatchTest, AWaitWithNothingReadyEndsWithNoEventsAndTheBatchGoesOn) {
 TEST_P(IoBatchTest, InputThatArrivesAfterTheWaitBeganIsFound) {
   WatchedPair pairs;
   ASSERT_NO_FATAL_FAILURE(ConnectWatched(listener_, pairs));
-  Pair& watched = pairs.watched;
-  Pair& other = pairs.other;
-  Watch& watch = *pairs.watch;
   const std::string bytes = "late";
   Recorder first;
   Recorder meanwhile;
-  batch_.QueueSend(other.a, bytes.data(), bytes.size(), &first);
-  const int ready = watch.Wait(batch_, 5000, nullptr, [&] {
-    batch_.QueueSend(other.a, bytes.data(), bytes.size(), &meanwhile);
+  batch_.QueueSend(pairs.other.a, bytes.data(), bytes.size(), &first);
+  const int ready = pairs.watch->Wait(batch_, 5000, nullptr, [&] {
+    batch_.QueueSend(pairs.other.a, bytes.data(), bytes.size(), &meanwhile);
     batch_.Run();
-    ASSERT_EQ(send(watched.a, bytes.data(), bytes.size(), 0), 4);
+    ASSERT_EQ(send(pairs.watched.a, bytes.data(), bytes.size(), 0), 4);
   });
   ASSERT_EQ(ready, 1);
-  EXPECT_EQ(watch.event(0).data.u64, 42u);
+  EXPECT_EQ(pairs.watch->event(0).data.u64, 42u);
   EXPECT_EQ(first.sent, 4);
   EXPECT_EQ(meanwhile.sent, 4);
 }
@@ -455,16 +450,13 @@ TEST_P(IoBatchTest, AWaitWithNothingQueuedFindsWhatIsReadyAtOnce) {
 TEST_P(IoBatchTest, AWaitWithoutATimeoutEndsWhenInputComesFromAnotherThread) {
   WatchedPair pairs;
   ASSERT_NO_FATAL_FAILURE(ConnectWatched(listener_, pairs));
-  Pair& watched = pairs.watched;
-  Pair& other = pairs.other;
-  Watch& watch = *pairs.watch;
   Recorder sender;
-  batch_.QueueSend(other.a, "y", 1, &sender);
+  batch_.QueueSend(pairs.other.a, "y", 1, &sender);
   std::thread writer;
-  const int ready = watch.Wait(batch_, -1, nullptr, [&] {
+  const int ready = pairs.watch->Wait(batch_, -1, nullptr, [&] {
     writer = std::thread([&] {
       usleep(20'000);
-      EXPECT_EQ(send(watched.a, "z", 1, 0), 1);
+      EXPECT_EQ(send(pairs.watched.a, "z", 1, 0), 1);
     });
   });
   writer.join();
@@ -477,17 +469,14 @@ TEST_P(IoBatchTest, AWaitWithoutATimeoutEndsWhenInputComesFromAnotherThread) {
 TEST_P(IoBatchTest, ARingThatBreaksDuringTheWaitLeavesItToTheCaller) {
   WatchedPair pairs;
   ASSERT_NO_FATAL_FAILURE(ConnectWatched(listener_, pairs));
-  Pair& watched = pairs.watched;
-  Pair& other = pairs.other;
-  Watch& watch = *pairs.watch;
   Recorder sender;
-  batch_.QueueSend(other.a, "w", 1, &sender);
-  const int ready = watch.Wait(batch_, 5000, nullptr, [&] {
+  batch_.QueueSend(pairs.other.a, "w", 1, &sender);
+  const int ready = pairs.watch->Wait(batch_, 5000, nullptr, [&] {
     batch_.BreakRingForTesting();
-    EXPECT_EQ(send(watched.a, "v", 1, 0), 1);
+    EXPECT_EQ(send(pairs.watched.a, "v", 1, 0), 1);
   });
   EXPECT_EQ(ready, 1);
-  EXPECT_EQ(watch.event(0).data.u64, 42u);
+  EXPECT_EQ(pairs.watch->event(0).data.u64, 42u);
   EXPECT_EQ(sender.sent, 1);
 }
 
