@@ -11,6 +11,7 @@ packages=(
   nginx  # tests/integration/nginx_auth_test.cc: sluice as nginx's auth_request service
   # Envoy's rate limit service API (proto/) and the Python client of its conformance test
   libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc
+  libnghttp2-dev  # the same API on the workers' own loops (src/rls/grpc_connection.h)
   python3-grpcio python3-grpc-tools
 )
 

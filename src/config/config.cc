@@ -461,9 +461,9 @@ class Loader {
 
 void Loader::LoadDocument(const Item& root, Config& config) {
   const std::optional<Fields> top =
-      Map(root, {"listen", "admin_listen", "grpc_listen", "envoy_ratelimit_configs", "decision_api",
-                 "workers", "http", "tls", "clients", "access", "store", "rules", "routes",
-                 "upstreams", "headers", "access_log"});
+      Map(root, {"listen", "admin_listen", "grpc_listen", "grpc_server", "envoy_ratelimit_configs",
+                 "decision_api", "workers", "http", "tls", "clients", "access", "store", "rules",
+                 "routes", "upstreams", "headers", "access_log"});
   if (!top) return;
   if (const Item* v = top->Value("listen")) {
     if (auto endpoint = Endpoint(*v)) config.listen = *endpoint;
@@ -475,6 +475,12 @@ void Loader::LoadDocument(const Item& root, Config& config) {
     // An empty string says "no gRPC listener" as plainly as leaving the key out.
     if (!(v->node.IsScalar() && v->node.Scalar().empty())) {
       if (auto endpoint = Endpoint(*v)) config.grpc_listen = *endpoint;
+    }
+  }
+  if (const Item* v = top->Value("grpc_server")) {
+    if (auto server = Enum<Config::GrpcServer>(*v, {{"native", Config::GrpcServer::kNative},
+                                                    {"grpc-cpp", Config::GrpcServer::kGrpcCpp}})) {
+      config.grpc_server = *server;
     }
   }
   if (const Item* v = top->Value("envoy_ratelimit_configs")) {

@@ -150,6 +150,10 @@ struct Config {
   net::Endpoint listen;        // default 0.0.0.0:8080
   net::Endpoint admin_listen;  // default 127.0.0.1:9090
   std::optional<net::Endpoint> grpc_listen;
+  // Who serves grpc_listen: sluice's own HTTP/2 on the workers' loops (nghttp2), or
+  // the gRPC C++ library on a completion queue per worker (docs/decision-api.md).
+  enum class GrpcServer { kNative, kGrpcCpp };
+  GrpcServer grpc_server = GrpcServer::kNative;
   // Files or directories (every *.yaml/*.yml in it) in envoyproxy/ratelimit's own
   // format, served on grpc_listen (docs/decision-api.md); paths as given, like tls's.
   std::vector<std::string> envoy_ratelimit_configs;

@@ -224,7 +224,7 @@ std::string RlsDecider::Decide(const RateLimitRequest& request, RateLimitRespons
 }
 
 void RlsDecider::DecideAsync(const RateLimitRequest& request, RateLimitResponse& response,
-                             Done done, Call* state) const {
+                             Done done, Call* state, RlsStoreAccess* access) const {
   response.Clear();
   // As envoyproxy/ratelimit: a call without these is an error, not an empty answer.
   if (request.domain().empty()) return done("rate limit domain must not be empty");
@@ -236,8 +236,11 @@ void RlsDecider::DecideAsync(const RateLimitRequest& request, RateLimitResponse&
   call->request = &request;
   call->response = &response;
   call->done = std::move(done);
-  if (std::string error = Plan(*call); !error.empty()) return call->End(std::move(error));
-  access_.Run([call](Store& store, Timestamp now) {
+  RlsStoreAccess& store_access = access != nullptr ? *access : access_;
+  if (std::string error = Plan(*call, store_access); !error.empty()) {
+    return call->End(std::move(error));
+  }
+  store_access.Run([call](Store& store, Timestamp now) {
     // One high while asking: the memory store answers inside Decide.
     call->outstanding = 1;
     for (Call::Item& item : call->items) {
@@ -250,7 +253,7 @@ void RlsDecider::DecideAsync(const RateLimitRequest& request, RateLimitResponse&
   });
 }
 
-std::string RlsDecider::Plan(Call& call) const {
+std::string RlsDecider::Plan(Call& call, const RlsStoreAccess& access) const {
   const RateLimitRequest& request = *call.request;
   const RateLimitConfig* config = call.config;
   const std::string& domain = request.domain();
@@ -300,7 +303,7 @@ std::string RlsDecider::Plan(Call& call) const {
                           : Algorithm::kFixedWindow;
         o.limit = Limit::PerPeriod(o.requests_per_unit, UnitDuration(*unit));
         if (o.full_key.empty()) o.full_key = domain;
-        if (!access_.Decides(o.limit)) {
+        if (!access.Decides(o.limit)) {
           return fmt::format(
               "descriptor {}: a limit of {} per {} is beyond what the store "
               "decides exactly",

@@ -107,9 +107,11 @@ class RlsDecider {
   // with a store access that runs its work at once, else from the store's thread.
   // `request` and `response` must stay until then, and so must `state` when given (it
   // is the caller's again when `done` is called); without it the call makes its own.
+  // `access`, when given, is the store for this call in place of the decider's (a
+  // worker's own Redis store, for a call taken on that worker's loop).
   void DecideAsync(const envoy::service::ratelimit::v3::RateLimitRequest& request,
                    envoy::service::ratelimit::v3::RateLimitResponse& response, Done done,
-                   Call* state = nullptr) const;
+                   Call* state = nullptr, RlsStoreAccess* access = nullptr) const;
 
   // The same, for a store access that runs its work at once (tests): "" or the error.
   std::string Decide(const envoy::service::ratelimit::v3::RateLimitRequest& request,
@@ -117,7 +119,7 @@ class RlsDecider {
 
  private:
   // Each descriptor's limit, key and cost; "" or why the call is refused.
-  std::string Plan(Call& call) const;
+  std::string Plan(Call& call, const RlsStoreAccess& access) const;
   void Answer(const Call& call) const;
 
   std::shared_ptr<const Loaded> loaded() const;

@@ -22,6 +22,7 @@
 #include "net/event_loop.h"
 #include "net/tls.h"
 #include "proxy/gateway.h"
+#include "rls/grpc_connection.h"
 #include "store/redis_scripts.h"
 #include "store/redis_store.h"
 
@@ -72,6 +73,18 @@ uint16_t BoundPort(int fd) {
 
 // The envoyproxy/ratelimit configs that `config` names; false with every error, one per
 // line, in `errors`. No paths: no limits (every descriptor is answered OK).
+// Who serves grpc_listen: the config's choice, unless SLUICE_GRPC_SERVER (native or
+// grpc-cpp) says otherwise (the test suite runs its gRPC tests against both).
+config::Config::GrpcServer GrpcServerOf(const config::Config& config) {
+  const char* env = getenv("SLUICE_GRPC_SERVER");
+  if (env != nullptr && std::string_view(env) == "grpc-cpp") {
+    return config::Config::GrpcServer::kGrpcCpp;
+  }
+  if (env != nullptr && std::string_view(env) == "native")
+    return config::Config::GrpcServer::kNative;
+  return config.grpc_server;
+}
+
 bool LoadRlsConfig(const config::Config& config,
                    std::shared_ptr<const rls::RateLimitConfig>* loaded, std::string* errors) {
   if (config.envoy_ratelimit_configs.empty()) {
@@ -124,6 +137,7 @@ class Acceptor final : public net::IoHandler {
     }
   }
   int fd() const { return fd_; }
+  void Reset(int fd) { fd_ = fd; }
   void Close() {
     if (fd_ >= 0) close(fd_);
     fd_ = -1;
@@ -181,7 +195,8 @@ struct HeldRequest {
 class Worker final : public http::RequestHandler,
                      public http::StreamHandler,
                      public gate::EvaluationListener,
-                     public proxy::ProxyListener {
+                     public proxy::ProxyListener,
+                     public rls::GrpcConnectionOwner {
  public:
   Worker(Server& server, Store& shared_store, int listen_fd, uint64_t seed)
       : server_(server),
@@ -202,8 +217,26 @@ class Worker final : public http::RequestHandler,
 
   ~Worker() {
     while (connections_ != nullptr) DestroyConnection(connections_);
+    // A call still with the Redis store is not answered: the store, closed after this,
+    // tells nobody.
+    while (grpc_connections_ != nullptr) {
+      rls::GrpcConnection* c = grpc_connections_;
+      UnlinkGrpc(c);
+      delete c;
+    }
     DeleteClosed();
     if (acceptor_.fd() >= 0) close(acceptor_.fd());
+    if (grpc_acceptor_.fd() >= 0) close(grpc_acceptor_.fd());
+  }
+
+  // Before Run: Envoy's rate limit service on `fd` (this worker's grpc_listen socket),
+  // deciding with `decider`; `shared_access` is the memory store's access, or null to
+  // use this worker's Redis store.
+  void ServeGrpc(int fd, const rls::RlsDecider& decider, rls::RlsStoreAccess* shared_access) {
+    rls_decider_ = &decider;
+    rls_access_ = shared_access != nullptr ? shared_access : &own_store_access_;
+    grpc_acceptor_.Reset(fd);
+    loop_.Add(fd, EPOLLIN, &grpc_acceptor_);
   }
 
   void Run() { loop_.Run(); }
@@ -224,6 +257,14 @@ class Worker final : public http::RequestHandler,
       // instead of queueing them for a process that will not accept them.
       loop_.Remove(acceptor_.fd());
       acceptor_.Close();
+      if (grpc_acceptor_.fd() >= 0) {
+        loop_.Remove(grpc_acceptor_.fd());
+        grpc_acceptor_.Close();
+      }
+      for (rls::GrpcConnection *c = grpc_connections_, *next; c != nullptr; c = next) {
+        next = c->owner_next;
+        c->Drain();
+      }
       // The next one is taken first: Drain closes an idle connection, which unlinks it
       // (and clears its owner_next), and the walk would end there.
       for (http::ServerConnection *c = connections_, *next; c != nullptr; c = next) {
@@ -590,23 +631,56 @@ class Worker final : public http::RequestHandler,
     }
     auto* connection =
         new http::ServerConnection(loop_, fd, *peer, *this, ids_, limits_, timeouts_, tls);
-    connection->owner_next = connections_;
-    if (connections_ != nullptr) connections_->owner_prev = connection;
-    connections_ = connection;
+    LinkFirst(connections_, connection);
     metrics_.connections_accepted.Add();
     metrics_.connections_active.fetch_add(1, std::memory_order_relaxed);
     connection->Start();
   }
 
-  void Unlink(http::ServerConnection* c) {
+  void OnGrpcAccept(int fd) {
+    if (server_.connections().fetch_add(1, std::memory_order_relaxed) >= max_connections_) {
+      server_.connections().fetch_sub(1, std::memory_order_relaxed);
+      metrics_.connections_refused.Add();
+      close(fd);
+      return;
+    }
+    const int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    auto* connection = new rls::GrpcConnection(loop_, fd, *rls_decider_, *rls_access_, *this);
+    LinkFirst(grpc_connections_, connection);
+    metrics_.connections_accepted.Add();
+    metrics_.connections_active.fetch_add(1, std::memory_order_relaxed);
+    connection->Start();
+    if (draining_) connection->Drain();
+  }
+
+  // rls::GrpcConnectionOwner
+  void OnGrpcConnectionDone(rls::GrpcConnection& connection) override {
+    UnlinkGrpc(&connection);
+    grpc_closed_.push_back(&connection);
+    metrics_.connections_active.fetch_sub(1, std::memory_order_relaxed);
+    server_.connections().fetch_sub(1, std::memory_order_relaxed);
+  }
+
+  // The connections' intrusive lists (owner_prev, owner_next), newest first.
+  template <typename Connection>
+  static void LinkFirst(Connection*& head, Connection* c) {
+    c->owner_next = head;
+    if (head != nullptr) head->owner_prev = c;
+    head = c;
+  }
+  template <typename Connection>
+  static void UnlinkFrom(Connection*& head, Connection* c) {
     if (c->owner_prev != nullptr) {
       c->owner_prev->owner_next = c->owner_next;
-    } else if (connections_ == c) {
-      connections_ = c->owner_next;
+    } else if (head == c) {
+      head = c->owner_next;
     }
     if (c->owner_next != nullptr) c->owner_next->owner_prev = c->owner_prev;
     c->owner_prev = c->owner_next = nullptr;
   }
+  void UnlinkGrpc(rls::GrpcConnection* c) { UnlinkFrom(grpc_connections_, c); }
+  void Unlink(http::ServerConnection* c) { UnlinkFrom(connections_, c); }
 
   void DestroyConnection(http::ServerConnection* c) {
     Unlink(c);
@@ -616,6 +690,8 @@ class Worker final : public http::RequestHandler,
   void DeleteClosed() {
     for (http::ServerConnection* c : closed_) delete c;
     closed_.clear();
+    for (rls::GrpcConnection* c : grpc_closed_) delete c;
+    grpc_closed_.clear();
   }
 
   void OnTurnEnd() {
@@ -627,7 +703,10 @@ class Worker final : public http::RequestHandler,
     timeouts_.idle.Expire(now);
     DeleteClosed();
     FlushLog();
-    if (draining_ && (connections_ == nullptr || now >= drain_deadline_ns_)) loop_.Stop();
+    if (draining_ &&
+        ((connections_ == nullptr && grpc_connections_ == nullptr) || now >= drain_deadline_ns_)) {
+      loop_.Stop();
+    }
   }
 
   // The Redis store is per worker (its connections belong to this loop); null with
@@ -867,6 +946,26 @@ class Worker final : public http::RequestHandler,
   bool decision_api_ = true;
   bool access_log_ = false;
   int64_t max_connections_ = 0;
+
+  // grpc_listen served here (Config::GrpcServer::kNative); null otherwise.
+  const rls::RlsDecider* rls_decider_ = nullptr;
+  rls::RlsStoreAccess* rls_access_ = nullptr;
+  // This worker's Redis store, on this loop, for the calls this worker takes.
+  class OwnStoreAccess final : public rls::RlsStoreAccess {
+   public:
+    explicit OwnStoreAccess(Worker& worker) : worker_(worker) {}
+    void Run(std::function<void(Store&, Timestamp)> work) override {
+      work(*worker_.redis_store_, worker_.loop_.now());
+    }
+    bool Decides(const Limit& limit) const override { return store::FitsRedisArithmetic(limit); }
+
+   private:
+    Worker& worker_;
+  };
+  OwnStoreAccess own_store_access_{*this};
+  Acceptor grpc_acceptor_{-1, [this](int fd, const sockaddr_storage&) { OnGrpcAccept(fd); }};
+  rls::GrpcConnection* grpc_connections_ = nullptr;  // intrusive list of open ones
+  std::vector<rls::GrpcConnection*> grpc_closed_;    // deleted at the end of the turn
 
   http::ServerConnection* connections_ = nullptr;        // intrusive list of open ones
   std::vector<http::ServerConnection*> closed_;          // deleted at the end of the turn
@@ -1150,15 +1249,32 @@ std::string Server::Start() {
     }
     rls_decider_ = std::make_unique<rls::RlsDecider>(*rls_access_, rls_clock_, &registry_);
     rls_decider_->SetConfig(std::move(rls_config));
-    // One completion queue and poller per worker: the gRPC service scales with the
-    // cores the HTTP side is given.
-    rls_server_ = std::make_unique<rls::RlsServer>(*rls_decider_, static_cast<int>(worker_count));
-    if (std::string rls_error = rls_server_->Start(*config.grpc_listen); !rls_error.empty()) {
-      close(admin_fd);
-      return rls_error;  // the workers close their listeners when destroyed
-    }
     net::Endpoint bound = *config.grpc_listen;
-    bound.port = rls_server_->port();
+    if (GrpcServerOf(config) == config::Config::GrpcServer::kNative) {
+      // Each worker's own listener and loop, like `listen`'s; with Redis, a call is
+      // decided by the Redis store of the worker that took it.
+      rls::RlsStoreAccess* shared = config.store.backend == config::StoreConfig::Backend::kRedis
+                                        ? nullptr
+                                        : rls_access_.get();
+      for (auto& worker : workers_) {
+        const int fd = Listen(bound, true, &error);
+        if (fd < 0) {
+          close(admin_fd);
+          return fmt::format("grpc_listen {}", error);  // the workers close what they have
+        }
+        if (bound.port == 0) bound.port = BoundPort(fd);
+        worker->ServeGrpc(fd, *rls_decider_, shared);
+      }
+    } else {
+      // One completion queue and poller per worker: the gRPC service scales with the
+      // cores the HTTP side is given.
+      rls_server_ = std::make_unique<rls::RlsServer>(*rls_decider_, static_cast<int>(worker_count));
+      if (std::string rls_error = rls_server_->Start(*config.grpc_listen); !rls_error.empty()) {
+        close(admin_fd);
+        return rls_error;  // the workers close their listeners when destroyed
+      }
+      bound.port = rls_server_->port();
+    }
     grpc_at = fmt::format("grpc on {}, ", bound.ToString());
   }
   admin_ = std::make_unique<AdminServer>(*this, admin_fd, LimitsOf(config));

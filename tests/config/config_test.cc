@@ -158,6 +158,16 @@ envoy_ratelimit_configs: ["/etc/ratelimit/config", "extra.yaml"]
                 "envoyproxy/ratelimit configs"}));
 }
 
+TEST(ConfigDecisionApis, GrpcServerChoosesWhoServesGrpcListen) {
+  EXPECT_EQ(Load("grpc_server: grpc-cpp\n")->grpc_server, Config::GrpcServer::kGrpcCpp);
+  EXPECT_EQ(Load("grpc_server: native\n")->grpc_server, Config::GrpcServer::kNative);
+  EXPECT_EQ(Load("{}\n")->grpc_server, Config::GrpcServer::kNative);
+  const std::vector<std::string> errors = Errors("grpc_server: grpcpp\n");
+  ASSERT_EQ(errors.size(), 1u);
+  EXPECT_EQ(errors[0],
+            "t.yaml:1:14: grpc_server: expected one of: native, grpc-cpp; got \"grpcpp\"");
+}
+
 // ---- Defaults ----
 
 TEST(ConfigDefaults, EmptyMapTakesEveryDefault) {
@@ -348,16 +358,18 @@ TEST(ConfigErrors, ToStringWithAndWithoutAPlace) {
 // ---- Unknown and duplicate keys ----
 
 TEST(ConfigErrors, UnknownKeyAtTopLevelPointsAtTheKey) {
-  EXPECT_EQ(Errors(R"(
+  EXPECT_EQ(
+      Errors(R"(
 workers: 1
   # comment
 lisen: ":8080"
 )"),
-            (Lines{"t.yaml:3:1: unknown key \"lisen\" at the top level; expected one of: "
-                   "listen, admin_listen, grpc_listen, envoy_ratelimit_configs, decision_api, "
-                   "workers, http, tls, "
-                   "clients, "
-                   "access, store, rules, routes, upstreams, headers, access_log"}));
+      (Lines{
+          "t.yaml:3:1: unknown key \"lisen\" at the top level; expected one of: "
+          "listen, admin_listen, grpc_listen, grpc_server, envoy_ratelimit_configs, decision_api, "
+          "workers, http, tls, "
+          "clients, "
+          "access, store, rules, routes, upstreams, headers, access_log"}));
 }
 
 TEST(ConfigErrors, UnknownKeyNested) {
@@ -977,22 +989,24 @@ bogus: true
   EXPECT_EQ(result.config, nullptr);
   std::vector<std::string> lines;
   for (const ConfigError& error : result.errors) lines.push_back(error.ToString());
-  EXPECT_EQ(lines,
-            (Lines{"multi.yaml:1:9: listen: expected an address and port such as "
-                   "\"127.0.0.1:8080\" or \"[::1]:8080\", got \"0.0.0.0:99999\"",
-                   "multi.yaml:6:13: rules[0].period: \"10\" has no unit; add one, e.g. \"10s\" "
-                   "(units: ms, s, m, h, d)",
-                   "multi.yaml:7:5: rules[0].burst: fixed_window does not use burst (only "
-                   "token_bucket, leaky_bucket and gcra have a bucket capacity); remove it",
-                   "multi.yaml:8:5: rules[1]: action delay needs max_delay_ms (how long a request "
-                   "may be held before it is rejected)",
-                   "multi.yaml:14:10: access.deny[0]: expected an IP address or CIDR block such "
-                   "as \"10.0.0.0/8\" (no host bits below the prefix), got \"300.0.0.0/8\"",
-                   "multi.yaml:15:1: unknown key \"bogus\" at the top level; expected one of: "
-                   "listen, admin_listen, grpc_listen, envoy_ratelimit_configs, decision_api, "
-                   "workers, http, tls, "
-                   "clients, access, "
-                   "store, rules, routes, upstreams, headers, access_log"}));
+  EXPECT_EQ(
+      lines,
+      (Lines{
+          "multi.yaml:1:9: listen: expected an address and port such as "
+          "\"127.0.0.1:8080\" or \"[::1]:8080\", got \"0.0.0.0:99999\"",
+          "multi.yaml:6:13: rules[0].period: \"10\" has no unit; add one, e.g. \"10s\" "
+          "(units: ms, s, m, h, d)",
+          "multi.yaml:7:5: rules[0].burst: fixed_window does not use burst (only "
+          "token_bucket, leaky_bucket and gcra have a bucket capacity); remove it",
+          "multi.yaml:8:5: rules[1]: action delay needs max_delay_ms (how long a request "
+          "may be held before it is rejected)",
+          "multi.yaml:14:10: access.deny[0]: expected an IP address or CIDR block such "
+          "as \"10.0.0.0/8\" (no host bits below the prefix), got \"300.0.0.0/8\"",
+          "multi.yaml:15:1: unknown key \"bogus\" at the top level; expected one of: "
+          "listen, admin_listen, grpc_listen, grpc_server, envoy_ratelimit_configs, decision_api, "
+          "workers, http, tls, "
+          "clients, access, "
+          "store, rules, routes, upstreams, headers, access_log"}));
   ASSERT_EQ(result.errors.size(), 6u);
   EXPECT_EQ(result.errors[1].file, "multi.yaml");
   EXPECT_EQ(result.errors[1].line, 6);
