@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <fmt/format.h>
+#include <google/protobuf/stubs/logging.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <signal.h>
@@ -1247,6 +1248,9 @@ std::string Server::Start() {
       rls_store_ = std::make_unique<store::MemoryStore>(store_options);
       rls_access_ = std::make_unique<rls::InlineStoreAccess>(*rls_store_, rls_clock_);
     }
+    // protobuf logs every string field that is not UTF-8 when a message is parsed: a
+    // client could fill the log with that. The call is refused with INTERNAL instead.
+    google::protobuf::SetLogHandler(nullptr);
     rls_decider_ = std::make_unique<rls::RlsDecider>(*rls_access_, rls_clock_, &registry_);
     rls_decider_->SetConfig(std::move(rls_config));
     net::Endpoint bound = *config.grpc_listen;

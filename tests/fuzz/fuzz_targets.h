@@ -9,6 +9,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <string>
 #include <string_view>
 
 namespace sluice::fuzz {
@@ -57,6 +58,15 @@ int HeadParserOneInput(const uint8_t* data, size_t size);
 // reads it.
 int CheckRequestOneInput(const uint8_t* data, size_t size);
 
+// Any bytes from a client of Envoy's rate limit service on sluice's own HTTP/2
+// (rls::GrpcConnection, on one end of a socketpair), in chunks, with a drain between
+// (the layout is described in grpc_fuzz_targets.cc): no crash or undefined behaviour,
+// and the connection ends, its owner told once, when the client goes away.
+int GrpcConnectionOneInput(const uint8_t* data, size_t size);
+// A valid client session's bytes (preface, SETTINGS, some ShouldRateLimit calls, a
+// few of them odd) for GrpcConnectionOneInput's generator, from `seed`.
+std::string GrpcSessionSeed(uint64_t seed);
+
 struct Target {
   std::string_view name;
   int (*run)(const uint8_t* data, size_t size);
@@ -71,6 +81,7 @@ inline constexpr Target kTargets[] = {
     {"AddressOneInput", &AddressOneInput},
     {"HeadParserOneInput", &HeadParserOneInput},
     {"CheckRequestOneInput", &CheckRequestOneInput},
+    {"GrpcConnectionOneInput", &GrpcConnectionOneInput},
 };
 
 }  // namespace sluice::fuzz

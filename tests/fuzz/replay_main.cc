@@ -541,6 +541,20 @@ Bytes GenerateDuration(Rng& rng) {
   return ToBytes(text);
 }
 
+// A client session of Envoy's rate limit API (real HTTP/2 from nghttp2's client),
+// sometimes damaged, sometimes noise; the flags byte in front (grpc_fuzz_targets.cc)
+// never adds a second preface to a session that has its own.
+Bytes GenerateGrpc(Rng& rng) {
+  std::string session = sluice::fuzz::GrpcSessionSeed(rng());
+  auto flags = static_cast<uint8_t>(rng() & 0xFE);
+  if (OneIn(rng, 3)) Damage(rng, session, 1 + static_cast<int>(rng() % 4));
+  if (OneIn(rng, 10)) {
+    session = RandomBytes(rng, 300);
+    flags |= 1;
+  }
+  return ToBytes(std::string(1, static_cast<char>(flags)) + session);
+}
+
 struct Generator {
   std::string_view target;
   Bytes (*generate)(Rng& rng);
@@ -552,6 +566,7 @@ constexpr Generator kGenerators[] = {
     {"HttpConnectionOneInput", &GenerateHttp, 5},   {"CanonicalPathOneInput", &GeneratePath, 1},
     {"ConfigOneInput", &GenerateConfig, 10},        {"AddressOneInput", &GenerateAddress, 1},
     {"HeadParserOneInput", &GenerateHead, 1},       {"CheckRequestOneInput", &GenerateCheck, 4},
+    {"GrpcConnectionOneInput", &GenerateGrpc, 10},
 };
 
 Bytes ReadFile(const std::filesystem::path& path) {
