@@ -2,10 +2,11 @@
 # Envoy's rate limit API on sluice's grpc_listen: decisions per second, latency and the
 # server's CPU per decision, with one server core.
 #
-# sluice (one worker; the gRPC service decides on gRPC's threads, all pinned to
-# SERVER_CPU, default core 0) serves a domain with one limit per remote_address far
-# above the load, so every call is a real store decision that passes; build/rls_load
-# (a C++ gRPC callback client, pinned to CLIENT_CPU, default core 1) keeps CONCURRENCY
+# sluice (one worker, pinned with all its threads to SERVER_CPU, default core 0;
+# grpc_server native, or gRPC's C++ server with SLUICE_GRPC_SERVER=grpc-cpp) serves a
+# domain with one limit per remote_address far above the load, so every call is a
+# real store decision that passes; build/rls_load (a C++ gRPC callback client, pinned
+# to CLIENT_CPU, default core 1) keeps CONCURRENCY
 # calls in flight over KEYS distinct addresses for DURATION seconds. CPU per decision is
 # sluice's utime+stime from /proc over the run divided by the calls completed. ROUNDS
 # rounds, medians with (min-max).

@@ -49,7 +49,9 @@ class Load {
     in_flight_ = options_.concurrency;
     for (int i = 0; i < options_.concurrency; ++i) Issue();
     std::unique_lock lock(mutex_);
-    done_.wait(lock, [&] { return in_flight_ == 0; });
+    // Every call object gone too: the last one is destroyed by gRPC after its callback
+    // returned, and the process must not exit under it (that corrupted the heap at exit).
+    done_.wait(lock, [&] { return in_flight_ == 0 && live_calls_ == 0; });
     const double seconds = std::chrono::duration<double>(last_ - start_).count();
     std::sort(latencies_us_.begin(), latencies_us_.end());
     const auto at = [&](double q) {
@@ -67,7 +69,22 @@ class Load {
   }
 
  private:
+  // Counts the calls alive; the first member of a Call, so it is destroyed last, after
+  // the call's gRPC context.
+  struct Alive {
+    explicit Alive(Load& l) : load(l) {
+      std::lock_guard lock(load.mutex_);
+      ++load.live_calls_;
+    }
+    ~Alive() {
+      std::lock_guard lock(load.mutex_);
+      if (--load.live_calls_ == 0) load.done_.notify_all();
+    }
+    Load& load;
+  };
   struct Call {
+    explicit Call(Load& l) : alive(l) {}
+    Alive alive;
     grpc::ClientContext context;
     RateLimitRequest request;
     RateLimitResponse response;
@@ -75,7 +92,7 @@ class Load {
   };
 
   void Issue() {
-    auto call = std::make_shared<Call>();
+    auto call = std::make_shared<Call>(*this);
     call->request.set_domain(options_.domain);
     auto* entry = call->request.add_descriptors()->add_entries();
     entry->set_key(options_.key);
@@ -121,6 +138,7 @@ class Load {
   std::mutex mutex_;
   std::condition_variable done_;
   int in_flight_ = 0;
+  int live_calls_ = 0;  // Call objects not yet destroyed
   std::atomic<int> next_key_{0};
   uint64_t ok_ = 0, failed_ = 0, over_ = 0;
   std::vector<uint32_t> latencies_us_;

@@ -479,7 +479,9 @@ void GrpcConnection::OnIoEvent(uint32_t events) {
 
 void GrpcConnection::ReadAvailable() {
   for (int i = 0; i < 4 && !closed_; ++i) {
-    if (out_.size() - out_sent_ > kMaxPendingOutput) break;  // the client reads first
+    // The client reads its answers before more of its calls are taken; but bytes the
+    // loop's batch already received are taken (BeforeIoEvent checked the same bound).
+    if (!has_batch_received_ && out_.size() - out_sent_ > kMaxPendingOutput) break;
     ssize_t n;
     if (has_batch_received_) {
       has_batch_received_ = false;

@@ -1310,10 +1310,13 @@ std::string Server::Reload() {
   if (next.listen.ToString() != old_config.listen.ToString() ||
       next.admin_listen.ToString() != old_config.admin_listen.ToString() ||
       next.workers != old_config.workers || next.store.max_keys != old_config.store.max_keys ||
-      next.store.backend != old_config.store.backend) {
+      next.store.backend != old_config.store.backend ||
+      next.grpc_listen.has_value() != old_config.grpc_listen.has_value() ||
+      (next.grpc_listen && next.grpc_listen->ToString() != old_config.grpc_listen->ToString()) ||
+      next.grpc_server != old_config.grpc_server) {
     fmt::print(stderr,
-               "sluice: reload: listen, admin_listen, workers and store settings take effect on "
-               "restart; the rest applies now\n");
+               "sluice: reload: listen, admin_listen, grpc_listen, grpc_server, workers and store "
+               "settings take effect on restart; the rest applies now\n");
   }
   std::shared_ptr<const rls::RateLimitConfig> rls_config;
   if (rls_decider_ != nullptr) {
