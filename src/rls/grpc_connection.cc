@@ -24,6 +24,9 @@ constexpr size_t kReceiveBytes = 32 * 1024;
 constexpr size_t kMaxPendingOutput = 256 * 1024;
 // The request's header fields, as HTTP/2 counts them (name + value + 32 each).
 constexpr size_t kMaxHeaderListBytes = 16 * 1024;
+// How long a finished connection waits for its client to close after the server shut
+// its sending side.
+constexpr Duration kLinger = std::chrono::seconds(2);
 // A stream's buffers above this are let go when it is reused (Envoy's calls are small).
 constexpr size_t kMaxKeptBytes = 16 * 1024;
 // The gRPC message prefix: a compressed flag and a 4-byte big-endian length.
@@ -271,6 +274,7 @@ GrpcConnection::~GrpcConnection() {
     loop_.Remove(fd_);
     close(fd_);
   }
+  loop_.Cancel(linger_timer_);
   for (const auto& stream : streams_) {
     if (stream->deadline_timer != net::EventLoop::kNoTimer) loop_.Cancel(stream->deadline_timer);
   }
@@ -293,7 +297,7 @@ void GrpcConnection::Start() {
 }
 
 void GrpcConnection::Drain() {
-  if (closed_ || draining_) return;
+  if (closed_ || draining_ || lingering_) return;
   draining_ = true;
   // The calls taken so far are answered; newer ones the client retries elsewhere.
   nghttp2_submit_goaway(session_, NGHTTP2_FLAG_NONE,
@@ -307,6 +311,8 @@ void GrpcConnection::Close() {
   closed_ = true;
   if (flush_queued_) loop_.CancelSendAtTurnEnd(this);
   flush_queued_ = false;
+  loop_.Cancel(linger_timer_);
+  linger_timer_ = net::EventLoop::kNoTimer;
   loop_.Remove(fd_);
   close(fd_);
   nghttp2_session_del(session_);
@@ -455,7 +461,7 @@ void GrpcConnection::AnswerHttpStatus(Stream& stream, int http_status) {
 // --- I/O ------------------------------------------------------------------------------
 
 void GrpcConnection::BeforeIoEvent(uint32_t events, net::IoBatch& batch) {
-  if (!(events & EPOLLIN) || (events & (EPOLLERR | EPOLLHUP)) || closed_) return;
+  if (!(events & EPOLLIN) || (events & (EPOLLERR | EPOLLHUP)) || closed_ || lingering_) return;
   if (out_.size() - out_sent_ > kMaxPendingOutput) return;
   has_batch_received_ = false;
   batch.QueueReceive(fd_, in_.data(), in_.size(), this);
@@ -471,6 +477,7 @@ void GrpcConnection::OnBatchedReceive(ssize_t result) {
 void GrpcConnection::OnIoEvent(uint32_t events) {
   if (closed_) return;
   if (events & (EPOLLERR | EPOLLHUP)) return Close();
+  if (lingering_) return OnLingerInput();
   if (events & EPOLLIN) ReadAvailable();
   if (!closed_ && (events & EPOLLOUT)) Flush();
   if (!closed_) CloseIfFinished();
@@ -589,17 +596,34 @@ void GrpcConnection::Flush() {
 
 void GrpcConnection::UpdateInterest() {
   uint32_t wanted = 0;
-  if (out_.size() - out_sent_ <= kMaxPendingOutput) wanted |= EPOLLIN;
-  if (want_out_) wanted |= EPOLLOUT;
+  if (lingering_ || out_.size() - out_sent_ <= kMaxPendingOutput) wanted |= EPOLLIN;
+  if (want_out_ && !lingering_) wanted |= EPOLLOUT;
   if (wanted == interest_) return;
   interest_ = wanted;
   loop_.Modify(fd_, interest_, this);
 }
 
 void GrpcConnection::CloseIfFinished() {
-  if (out_sent_ < out_.size()) return;
+  if (lingering_ || out_sent_ < out_.size()) return;
   if (nghttp2_session_want_read(session_) || nghttp2_session_want_write(session_)) return;
-  Close();
+  lingering_ = true;
+  shutdown(fd_, SHUT_WR);
+  linger_timer_ = loop_.RunAt(loop_.now() + kLinger, [this] {
+    linger_timer_ = net::EventLoop::kNoTimer;
+    Close();
+  });
+  has_batch_received_ = false;  // what the batch took is dropped like the rest
+  OnLingerInput();
+}
+
+void GrpcConnection::OnLingerInput() {
+  while (!closed_) {
+    const ssize_t n = recv(fd_, in_.data(), in_.size(), 0);
+    if (n > 0) continue;  // dropped: the session is over
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) break;
+    return Close();  // the client closed too (or the socket broke)
+  }
+  if (!closed_) UpdateInterest();
 }
 
 }  // namespace sluice::rls

@@ -104,8 +104,12 @@ class GrpcConnection final : public net::IoHandler,
   void Flush();
   void FlushSoon();
   void UpdateInterest();
-  // Closes when the session wants nothing more and the output is out.
+  // Ends when the session wants nothing more and the output is out: the sending side
+  // first, then the socket once the client closes its own (or after kLinger). Closing
+  // a socket with unread input would send a reset, and the kernel would drop what was
+  // not yet delivered (the GOAWAY, a drain's last answers).
   void CloseIfFinished();
+  void OnLingerInput();
   void MaybeDone();
 
   Stream* NewStream(int32_t id);
@@ -136,6 +140,8 @@ class GrpcConnection final : public net::IoHandler,
   uint32_t interest_ = 0;
   bool closed_ = false;
   bool draining_ = false;
+  bool lingering_ = false;  // output shut down; input read and dropped until the end
+  net::EventLoop::TimerId linger_timer_ = net::EventLoop::kNoTimer;
   bool done_told_ = false;
   int deciding_ = 0;  // calls with the store: the connection stays until they end
 
