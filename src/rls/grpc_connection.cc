@@ -211,6 +211,13 @@ struct Callbacks {
   }
 
   static int OnFrameReceived(nghttp2_session* session, const nghttp2_frame* frame, void* user) {
+    if (frame->hd.type == NGHTTP2_SETTINGS && !(frame->hd.flags & NGHTTP2_FLAG_ACK)) {
+      // The client's greeting (preface, then SETTINGS) is complete.
+      auto* connection = static_cast<GrpcConnection*>(user);
+      connection->loop_.Cancel(connection->greeting_timer_);
+      connection->greeting_timer_ = net::EventLoop::kNoTimer;
+      return 0;
+    }
     if (frame->hd.type != NGHTTP2_DATA && frame->hd.type != NGHTTP2_HEADERS) return 0;
     if (!(frame->hd.flags & NGHTTP2_FLAG_END_STREAM)) return 0;
     GrpcConnection::Stream* stream = StreamOf(session, frame->hd.stream_id);
@@ -263,8 +270,14 @@ struct Callbacks {
 };
 
 GrpcConnection::GrpcConnection(net::EventLoop& loop, int fd, const RlsDecider& decider,
-                               RlsStoreAccess& access, GrpcConnectionOwner& owner)
-    : loop_(loop), fd_(fd), decider_(decider), access_(access), owner_(owner) {
+                               RlsStoreAccess& access, GrpcConnectionOwner& owner,
+                               Duration greeting_timeout)
+    : loop_(loop),
+      fd_(fd),
+      decider_(decider),
+      access_(access),
+      owner_(owner),
+      greeting_timeout_(greeting_timeout) {
   in_.resize(kReceiveBytes);
 }
 
@@ -275,6 +288,7 @@ GrpcConnection::~GrpcConnection() {
     close(fd_);
   }
   loop_.Cancel(linger_timer_);
+  loop_.Cancel(greeting_timer_);
   for (const auto& stream : streams_) {
     if (stream->deadline_timer != net::EventLoop::kNoTimer) loop_.Cancel(stream->deadline_timer);
   }
@@ -291,6 +305,10 @@ void GrpcConnection::Start() {
   // A connection-wide receive window of 1 MiB instead of HTTP/2's 64 KiB: many calls in
   // flight need no window update each.
   nghttp2_session_set_local_window_size(session_, NGHTTP2_FLAG_NONE, 0, 1 << 20);
+  greeting_timer_ = loop_.RunAt(loop_.now() + greeting_timeout_, [this] {
+    greeting_timer_ = net::EventLoop::kNoTimer;
+    Close();
+  });
   interest_ = EPOLLIN;
   loop_.Add(fd_, interest_, this);
   FlushSoon();
@@ -313,6 +331,8 @@ void GrpcConnection::Close() {
   flush_queued_ = false;
   loop_.Cancel(linger_timer_);
   linger_timer_ = net::EventLoop::kNoTimer;
+  loop_.Cancel(greeting_timer_);
+  greeting_timer_ = net::EventLoop::kNoTimer;
   loop_.Remove(fd_);
   close(fd_);
   nghttp2_session_del(session_);

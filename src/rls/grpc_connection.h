@@ -61,9 +61,13 @@ class GrpcConnection final : public net::IoHandler,
   // Calls open at once on one connection (SETTINGS_MAX_CONCURRENT_STREAMS).
   static constexpr uint32_t kMaxConcurrentCalls = 1024;
 
+  // A client that has not sent its preface and SETTINGS by then is closed (a slow or
+  // silent client must not hold a connection; gRPC clients send both at once).
+  static constexpr Duration kGreetingTimeout = std::chrono::seconds(10);
+
   // Takes `fd` (connected, non-blocking); decides with `decider` through `access`.
   GrpcConnection(net::EventLoop& loop, int fd, const RlsDecider& decider, RlsStoreAccess& access,
-                 GrpcConnectionOwner& owner);
+                 GrpcConnectionOwner& owner, Duration greeting_timeout = kGreetingTimeout);
   ~GrpcConnection();
   GrpcConnection(const GrpcConnection&) = delete;
   GrpcConnection& operator=(const GrpcConnection&) = delete;
@@ -140,6 +144,8 @@ class GrpcConnection final : public net::IoHandler,
   uint32_t interest_ = 0;
   bool closed_ = false;
   bool draining_ = false;
+  const Duration greeting_timeout_;
+  net::EventLoop::TimerId greeting_timer_ = net::EventLoop::kNoTimer;  // until SETTINGS
   bool lingering_ = false;  // output shut down; input read and dropped until the end
   net::EventLoop::TimerId linger_timer_ = net::EventLoop::kNoTimer;
   bool done_told_ = false;

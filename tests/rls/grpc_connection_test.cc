@@ -560,7 +560,8 @@ class GrpcConnectionTest : public ::testing::Test, public GrpcConnectionOwner {
 
   // Connects to the listening socket and serves the accepted end with a GrpcConnection
   // made on the loop, deciding through `access`. Returns the client's socket.
-  int ConnectRaw(RlsStoreAccess& access) {
+  int ConnectRaw(RlsStoreAccess& access,
+                 Duration greeting_timeout = GrpcConnection::kGreetingTimeout) {
     const int client = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     EXPECT_EQ(connect(client, reinterpret_cast<const sockaddr*>(&listen_address_),
                       sizeof(listen_address_)),
@@ -572,7 +573,8 @@ class GrpcConnectionTest : public ::testing::Test, public GrpcConnectionOwner {
     setsockopt(client, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     setsockopt(server, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     loop_.Call([&] {
-      connection_ = new GrpcConnection(loop_.loop(), server, decider_, access, *this);
+      connection_ =
+          new GrpcConnection(loop_.loop(), server, decider_, access, *this, greeting_timeout);
       connection_->Start();
     });
     return client;
@@ -922,6 +924,34 @@ TEST_F(GrpcConnectionTest, ClosesAConnectionThatDoesNotSpeakHttp2) {
   close(fd);
   EXPECT_TRUE(ended) << "the connection was not closed";
   EXPECT_TRUE(loop_.WaitFor([&] { return done_calls_.load() == 1; }, kWait));
+}
+
+// A client that connects and says nothing (or only part of the preface) is closed once
+// the greeting timeout passes; one that greeted in time is not.
+TEST_F(GrpcConnectionTest, ClosesAClientThatDoesNotGreetInTime) {
+  const int silent = ConnectRaw(inline_access_, 100ms);
+  ASSERT_EQ(send(silent, "PRI * HTTP/2.0", 14, MSG_NOSIGNAL), 14);
+  const auto deadline = std::chrono::steady_clock::now() + kWait;
+  bool ended = false;
+  while (!ended && std::chrono::steady_clock::now() < deadline) {
+    pollfd p{silent, POLLIN, 0};
+    if (poll(&p, 1, 100) <= 0) continue;
+    char buffer[4096];
+    const ssize_t n = recv(silent, buffer, sizeof(buffer), MSG_DONTWAIT);
+    ended = n == 0 || (n < 0 && errno == ECONNRESET);
+  }
+  close(silent);
+  EXPECT_TRUE(ended) << "a silent client kept its connection";
+  EXPECT_TRUE(loop_.WaitFor([&] { return done_calls_.load() == 1; }, kWait));
+}
+
+TEST_F(GrpcConnectionTest, AClientThatGreetedOutlivesTheGreetingTimeout) {
+  client_ = std::make_unique<H2Client>(ConnectRaw(inline_access_, 50ms));
+  const H2Request call = GrpcCall(GrpcMessage(LimitRequest("client", "alice")));
+  EXPECT_EQ(client_->Call(call).trailer("grpc-status"), "0");
+  std::this_thread::sleep_for(150ms);  // past the timeout: nothing may fire now
+  EXPECT_EQ(client_->Call(call).trailer("grpc-status"), "0");
+  EXPECT_EQ(done_calls_.load(), 0);
 }
 
 TEST_F(GrpcConnectionTest, ResetsAStreamWhoseHeadersAreTooLargeAndKeepsServing) {
