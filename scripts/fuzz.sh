@@ -13,12 +13,13 @@ cd "$(dirname "$0")/.."
 SECONDS_EACH=${1:-60}
 OUT=build-fuzz
 ALL_TARGETS="AlgorithmsOneInput DurationOneInput HttpConnectionOneInput CanonicalPathOneInput HeadParserOneInput
-             ConfigOneInput AddressOneInput CheckRequestOneInput"
+             ConfigOneInput AddressOneInput CheckRequestOneInput GrpcConnectionOneInput"
 TARGETS=${FUZZ_TARGETS:-$ALL_TARGETS}
 mkdir -p "$OUT/obj"
 missing=""
 for p in clang libclang-rt-14-dev libfmt-dev libyaml-cpp-dev libhttp-parser-dev libxxhash-dev libssl-dev \
-         libsimdjson-dev; do
+         libsimdjson-dev libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc \
+         libnghttp2-dev liburing-dev pkg-config; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=" $p"
 done
 if [ -n "$missing" ]; then
@@ -29,8 +30,22 @@ fi
 # Everything but the entry point is compiled once, instrumented for the fuzzer but
 # without its main, and each target's binary links those objects with its own
 # libfuzzer_main.cc. An object is rebuilt when any source or header is newer.
+# Envoy's rate limit API (GrpcConnectionOneInput): the protos compiled here, as CMake
+# does for the build.
+PROTO_OUT=$OUT/proto
+PROTOS=(envoy/type/v3/ratelimit_unit envoy/config/core/v3/base
+        envoy/extensions/common/ratelimit/v3/ratelimit envoy/service/ratelimit/v3/rls)
+mkdir -p "$PROTO_OUT"
+PROTO_SOURCES=()
+for name in "${PROTOS[@]}"; do
+  PROTO_SOURCES+=("$PROTO_OUT/$name.pb.cc" "$PROTO_OUT/$name.grpc.pb.cc")
+  if [ ! -f "$PROTO_OUT/$name.grpc.pb.cc" ] || [ "proto/$name.proto" -nt "$PROTO_OUT/$name.grpc.pb.cc" ]; then
+    protoc -I proto --cpp_out="$PROTO_OUT" --grpc_out="$PROTO_OUT" \
+      --plugin=protoc-gen-grpc="$(command -v grpc_cpp_plugin)" "proto/$name.proto"
+  fi
+done
 FLAGS=(-std=c++20 -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=all
-       -Iinclude -Isrc -Itests)
+       -Iinclude -Isrc -Itests -I"$PROTO_OUT")
 SOURCES=(src/core/algorithms.cc src/core/clock.cc src/core/limiter.cc src/core/units.cc
          src/sim/simulate.cc src/store/memory_store.cc src/store/key_hash.cc
          src/store/redis_scripts.cc
@@ -40,7 +55,9 @@ SOURCES=(src/core/algorithms.cc src/core/clock.cc src/core/limiter.cc src/core/u
          src/api/check_request.cc src/api/decision_request.cc
          tests/fuzz/fuzz_targets.cc tests/fuzz/http_fuzz_targets.cc
          tests/fuzz/config_fuzz_targets.cc tests/fuzz/address_fuzz_targets.cc
-         tests/fuzz/api_fuzz_targets.cc)
+         tests/fuzz/api_fuzz_targets.cc
+         src/rls/ratelimit_config.cc src/rls/rls_service.cc src/rls/grpc_connection.cc
+         tests/fuzz/grpc_fuzz_targets.cc "${PROTO_SOURCES[@]}")
 changed_header=all
 if [ -f "$OUT/obj/.stamp" ]; then
   changed_header=$(find include src tests/fuzz -name '*.h' -newer "$OUT/obj/.stamp" | head -1)
@@ -76,6 +93,7 @@ options_for() {
     CanonicalPathOneInput) echo "-max_len=512" ;;
     HeadParserOneInput) echo "-max_len=2048 -dict=tests/fuzz/http.dict" ;;
     CheckRequestOneInput) echo "-max_len=65536 -dict=tests/fuzz/check.dict" ;;
+    GrpcConnectionOneInput) echo "-max_len=8192" ;;
   esac
 }
 seeds_for() {
@@ -88,7 +106,8 @@ failed=""
 for target in $TARGETS; do
   clang++ "${FLAGS[@]}" -fsanitize=fuzzer -DSLUICE_FUZZ_TARGET="$target" \
     tests/fuzz/libfuzzer_main.cc "${OBJECTS[@]}" \
-    -lyaml-cpp -lsimdjson -lhttp_parser -luring -lssl -lcrypto -lxxhash -lfmt -lpthread \
+    -lyaml-cpp -lsimdjson -lhttp_parser -luring -lssl -lcrypto -lxxhash -lfmt -lnghttp2 \
+    $(pkg-config --libs grpc++ protobuf) -lpthread \
     -o "$OUT/fuzz_$target"
   mkdir -p "$OUT/corpus/$target"
   echo "== $target (${SECONDS_EACH}s)"

@@ -9,6 +9,7 @@
 //   per input, so they get fewer). With a target name, only that target runs; with
 //   files too, each file is one input for it (a crash from `make fuzz`; for the HTTP
 //   target, SLUICE_FUZZ_TRACE=1 prints the session step by step).
+//   SLUICE_FUZZ_WRITE_INPUTS=DIR also writes each generated input into DIR.
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
@@ -636,8 +637,18 @@ int main(int argc, char** argv) {
     }
     Rng rng(20261122);
     const long count = std::max(1L, inputs / generator->divisor);
+    // SLUICE_FUZZ_WRITE_INPUTS=DIR keeps every input as DIR/<target>-<n>: seeds for a
+    // libFuzzer run (scripts/fuzz.sh) that start where the generator's shapes are.
+    const char* keep = std::getenv("SLUICE_FUZZ_WRITE_INPUTS");
     for (long i = 0; i < count; ++i) {
       const Bytes input = generator->generate(rng);
+      if (keep != nullptr) {
+        std::ofstream(
+            std::filesystem::path(keep) / (std::string(target.name) + "-" + std::to_string(i)),
+            std::ios::binary)
+            .write(reinterpret_cast<const char*>(input.data()),
+                   static_cast<std::streamsize>(input.size()));
+      }
       target.run(input.data(), input.size());
     }
     std::printf("fuzz_replay: %-24.*s %7ld inputs, all invariants held\n",
