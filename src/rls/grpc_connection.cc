@@ -66,22 +66,33 @@ std::optional<int64_t> ParseGrpcTimeoutNanos(std::string_view value) {
     if (c < '0' || c > '9') return std::nullopt;
     amount = amount * 10 + (c - '0');
   }
+  int64_t unit;
   switch (value.back()) {
     case 'H':
-      return amount * 3600 * 1'000'000'000;
+      unit = int64_t{3600} * 1'000'000'000;
+      break;
     case 'M':
-      return amount * 60 * 1'000'000'000;
+      unit = int64_t{60} * 1'000'000'000;
+      break;
     case 'S':
-      return amount * 1'000'000'000;
+      unit = 1'000'000'000;
+      break;
     case 'm':
-      return amount * 1'000'000;
+      unit = 1'000'000;
+      break;
     case 'u':
-      return amount * 1'000;
+      unit = 1'000;
+      break;
     case 'n':
-      return amount;
+      unit = 1;
+      break;
     default:
       return std::nullopt;
   }
+  // Past about a century (99999999 hours is legal) it is no deadline at all.
+  constexpr int64_t kLongest = int64_t{100} * 365 * 24 * 3600 * 1'000'000'000;
+  if (amount > kLongest / unit) return std::nullopt;
+  return amount * unit;
 }
 
 }  // namespace
@@ -118,10 +129,11 @@ struct GrpcConnection::Stream {
   // The body: one gRPC message, prefix included.
   std::string body;
   bool too_large = false;
-  bool dispatched = false;  // the request was whole and has been taken on
-  bool deciding = false;    // with the store: kept until it answers
-  bool answered = false;    // a response was submitted
-  bool closed = false;      // nghttp2 is done with the stream
+  bool over_budget = false;  // too large for the connection's kMaxBufferedBytes
+  bool dispatched = false;   // the request was whole and has been taken on
+  bool deciding = false;     // with the store: kept until it answers
+  bool answered = false;     // a response was submitted
+  bool closed = false;       // nghttp2 is done with the stream
   net::EventLoop::TimerId deadline_timer = net::EventLoop::kNoTimer;
   RateLimitRequest request;
   RateLimitResponse response;
@@ -131,7 +143,7 @@ struct GrpcConnection::Stream {
 
   void Reset() {
     id = 0;
-    post = known_path = grpc_content = too_large = false;
+    post = known_path = grpc_content = too_large = over_budget = false;
     dispatched = deciding = answered = closed = false;
     identity_encoding = true;
     encoding.clear();
@@ -200,13 +212,18 @@ struct Callbacks {
                          const uint8_t* data, size_t length, void* /*user*/) {
     GrpcConnection::Stream* stream = StreamOf(session, stream_id);
     if (stream == nullptr || stream->dispatched || stream->too_large) return 0;
-    if (stream->body.size() + length > GrpcConnection::kMaxMessageBytes + kPrefixBytes) {
+    GrpcConnection& connection = *stream->connection;
+    if (stream->body.size() + length > GrpcConnection::kMaxMessageBytes + kPrefixBytes ||
+        connection.buffered_bytes_ + length > GrpcConnection::kMaxBufferedBytes) {
       // Answered RESOURCE_EXHAUSTED when the request ends; what else comes is dropped.
       stream->too_large = true;
-      std::string().swap(stream->body);
+      stream->over_budget =
+          stream->body.size() + length <= GrpcConnection::kMaxMessageBytes + kPrefixBytes;
+      connection.ReleaseBody(*stream);
       return 0;
     }
     stream->body.append(reinterpret_cast<const char*>(data), length);
+    connection.buffered_bytes_ += length;
     return 0;
   }
 
@@ -271,13 +288,8 @@ struct Callbacks {
 
 GrpcConnection::GrpcConnection(net::EventLoop& loop, int fd, const RlsDecider& decider,
                                RlsStoreAccess& access, GrpcConnectionOwner& owner,
-                               Duration greeting_timeout)
-    : loop_(loop),
-      fd_(fd),
-      decider_(decider),
-      access_(access),
-      owner_(owner),
-      greeting_timeout_(greeting_timeout) {
+                               Timeouts timeouts)
+    : loop_(loop), fd_(fd), decider_(decider), access_(access), owner_(owner), timeouts_(timeouts) {
   in_.resize(kReceiveBytes);
 }
 
@@ -289,6 +301,7 @@ GrpcConnection::~GrpcConnection() {
   }
   loop_.Cancel(linger_timer_);
   loop_.Cancel(greeting_timer_);
+  loop_.Cancel(progress_timer_);
   for (const auto& stream : streams_) {
     if (stream->deadline_timer != net::EventLoop::kNoTimer) loop_.Cancel(stream->deadline_timer);
   }
@@ -305,7 +318,9 @@ void GrpcConnection::Start() {
   // A connection-wide receive window of 1 MiB instead of HTTP/2's 64 KiB: many calls in
   // flight need no window update each.
   nghttp2_session_set_local_window_size(session_, NGHTTP2_FLAG_NONE, 0, 1 << 20);
-  greeting_timer_ = loop_.RunAt(loop_.now() + greeting_timeout_, [this] {
+  last_progress_ns_ = last_sent_ns_ = ToNanos(loop_.now());
+  CheckProgress();
+  greeting_timer_ = loop_.RunAt(loop_.now() + timeouts_.greeting, [this] {
     greeting_timer_ = net::EventLoop::kNoTimer;
     Close();
   });
@@ -333,6 +348,8 @@ void GrpcConnection::Close() {
   linger_timer_ = net::EventLoop::kNoTimer;
   loop_.Cancel(greeting_timer_);
   greeting_timer_ = net::EventLoop::kNoTimer;
+  loop_.Cancel(progress_timer_);
+  progress_timer_ = net::EventLoop::kNoTimer;
   loop_.Remove(fd_);
   close(fd_);
   nghttp2_session_del(session_);
@@ -360,18 +377,35 @@ GrpcConnection::Stream* GrpcConnection::NewStream(int32_t id) {
   return stream;
 }
 
+void GrpcConnection::ReleaseBody(Stream& stream) {
+  buffered_bytes_ -= stream.body.size();
+  if (stream.body.capacity() > kMaxKeptBytes) {
+    std::string().swap(stream.body);
+  } else {
+    stream.body.clear();
+  }
+}
+
 void GrpcConnection::Recycle(Stream* stream) {
+  ReleaseBody(*stream);
   stream->Reset();
   free_streams_.push_back(stream);
 }
 
 void GrpcConnection::Dispatch(Stream& stream) {
   stream.dispatched = true;
+  DispatchBody(stream);
+  ReleaseBody(stream);  // parsed (or refused): the bytes are not needed any more
+}
+
+void GrpcConnection::DispatchBody(Stream& stream) {
   if (!stream.post) return AnswerHttpStatus(stream, 405);
   if (!stream.grpc_content) return AnswerHttpStatus(stream, 415);
   if (!stream.known_path) return AnswerError(stream, kUnimplemented, "unknown method");
   if (stream.too_large) {
-    return AnswerError(stream, kResourceExhausted, "request message larger than 4194304 bytes");
+    return AnswerError(stream, kResourceExhausted,
+                       stream.over_budget ? "the connection's unfinished requests hold over 16 MiB"
+                                          : "request message larger than 4194304 bytes");
   }
   const std::string& body = stream.body;
   if (body.size() < kPrefixBytes) return AnswerError(stream, kInternal, "no request message");
@@ -525,6 +559,7 @@ void GrpcConnection::ReadAvailable() {
       return Close();
     }
     if (n == 0) return Close();  // the client is gone: its calls can no longer be answered
+    last_progress_ns_ = ToNanos(loop_.now());
     if (!Feed(in_.data(), static_cast<size_t>(n))) return;
     if (static_cast<size_t>(n) < in_.size()) break;  // likely drained
   }
@@ -579,7 +614,10 @@ void GrpcConnection::QueueDeferredSend(net::IoBatch& batch) {
 
 void GrpcConnection::OnBatchedSend(ssize_t result) {
   // What the socket took; a failure or a full socket is met again by Flush's own send.
-  if (result > 0 && !closed_) out_sent_ += static_cast<size_t>(result);
+  if (result > 0 && !closed_) {
+    out_sent_ += static_cast<size_t>(result);
+    last_progress_ns_ = last_sent_ns_ = ToNanos(loop_.now());
+  }
 }
 
 void GrpcConnection::FinishDeferredSend() {
@@ -607,6 +645,7 @@ void GrpcConnection::Flush() {
       return Close();
     }
     out_sent_ += static_cast<size_t>(n);
+    last_progress_ns_ = last_sent_ns_ = ToNanos(loop_.now());
     if (out_sent_ < out_.size()) {
       want_out_ = true;  // the socket is full
       return;
@@ -634,6 +673,23 @@ void GrpcConnection::CloseIfFinished() {
   });
   has_batch_received_ = false;  // what the batch took is dropped like the rest
   OnLingerInput();
+}
+
+void GrpcConnection::CheckProgress() {
+  progress_timer_ = net::EventLoop::kNoTimer;
+  if (closed_) return;
+  const int64_t now = ToNanos(loop_.now());
+  const auto nanos = [](Duration d) { return std::chrono::nanoseconds(d).count(); };
+  // A client that does not read what it is sent holds the output (and its calls).
+  if (out_sent_ < out_.size() && now - last_sent_ns_ > nanos(timeouts_.stall)) return Close();
+  const int64_t quiet = now - last_progress_ns_;
+  if (quiet > 2 * nanos(timeouts_.idle)) return Close();  // a GOAWAY did not end it
+  if (quiet > nanos(timeouts_.idle) && !idle_drained_ && !lingering_) {
+    idle_drained_ = true;
+    Drain();
+  }
+  const Duration every = std::min({timeouts_.stall, timeouts_.idle}) / 4;
+  progress_timer_ = loop_.RunAt(loop_.now() + every, [this] { CheckProgress(); });
 }
 
 void GrpcConnection::OnLingerInput() {

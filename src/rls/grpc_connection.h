@@ -50,6 +50,15 @@ class GrpcConnectionOwner {
   ~GrpcConnectionOwner() = default;
 };
 
+// How long a client may take: to send its preface and SETTINGS (gRPC clients send both
+// at once); to let output pending for it move; with nothing received or sent, before a
+// GOAWAY (and as long again before the connection is closed).
+struct GrpcConnectionTimeouts {
+  Duration greeting = std::chrono::seconds(10);
+  Duration stall = std::chrono::seconds(30);
+  Duration idle = std::chrono::minutes(5);
+};
+
 class GrpcConnection final : public net::IoHandler,
                              public net::DeferredSender,
                              public net::IoBatch::Client {
@@ -61,13 +70,16 @@ class GrpcConnection final : public net::IoHandler,
   // Calls open at once on one connection (SETTINGS_MAX_CONCURRENT_STREAMS).
   static constexpr uint32_t kMaxConcurrentCalls = 1024;
 
-  // A client that has not sent its preface and SETTINGS by then is closed (a slow or
-  // silent client must not hold a connection; gRPC clients send both at once).
-  static constexpr Duration kGreetingTimeout = std::chrono::seconds(10);
+  // Request bytes a connection holds at once (bodies of calls not yet whole): past
+  // this a call is refused RESOURCE_EXHAUSTED and its bytes dropped. nghttp2 opens the
+  // flow-control window as bytes arrive, so this, not the window, bounds the memory.
+  static constexpr size_t kMaxBufferedBytes = 16 * 1024 * 1024;
+
+  using Timeouts = GrpcConnectionTimeouts;
 
   // Takes `fd` (connected, non-blocking); decides with `decider` through `access`.
   GrpcConnection(net::EventLoop& loop, int fd, const RlsDecider& decider, RlsStoreAccess& access,
-                 GrpcConnectionOwner& owner, Duration greeting_timeout = kGreetingTimeout);
+                 GrpcConnectionOwner& owner, Timeouts timeouts = Timeouts{});
   ~GrpcConnection();
   GrpcConnection(const GrpcConnection&) = delete;
   GrpcConnection& operator=(const GrpcConnection&) = delete;
@@ -114,6 +126,10 @@ class GrpcConnection final : public net::IoHandler,
   // not yet delivered (the GOAWAY, a drain's last answers).
   void CloseIfFinished();
   void OnLingerInput();
+  // Every few seconds: closes a stalled connection, drains an idle one.
+  void CheckProgress();
+  void ReleaseBody(Stream& stream);
+  void DispatchBody(Stream& stream);
   void MaybeDone();
 
   Stream* NewStream(int32_t id);
@@ -144,7 +160,12 @@ class GrpcConnection final : public net::IoHandler,
   uint32_t interest_ = 0;
   bool closed_ = false;
   bool draining_ = false;
-  const Duration greeting_timeout_;
+  const Timeouts timeouts_;
+  size_t buffered_bytes_ = 0;     // of the streams' bodies
+  int64_t last_progress_ns_ = 0;  // the last byte received or sent
+  int64_t last_sent_ns_ = 0;
+  bool idle_drained_ = false;
+  net::EventLoop::TimerId progress_timer_ = net::EventLoop::kNoTimer;
   net::EventLoop::TimerId greeting_timer_ = net::EventLoop::kNoTimer;  // until SETTINGS
   bool lingering_ = false;  // output shut down; input read and dropped until the end
   net::EventLoop::TimerId linger_timer_ = net::EventLoop::kNoTimer;

@@ -639,6 +639,7 @@ class Worker final : public http::RequestHandler,
   }
 
   void OnGrpcAccept(int fd) {
+    RefreshPolicy();  // max_connections of the current config
     if (server_.connections().fetch_add(1, std::memory_order_relaxed) >= max_connections_) {
       server_.connections().fetch_sub(1, std::memory_order_relaxed);
       metrics_.connections_refused.Add();

@@ -561,7 +561,7 @@ class GrpcConnectionTest : public ::testing::Test, public GrpcConnectionOwner {
   // Connects to the listening socket and serves the accepted end with a GrpcConnection
   // made on the loop, deciding through `access`. Returns the client's socket.
   int ConnectRaw(RlsStoreAccess& access,
-                 Duration greeting_timeout = GrpcConnection::kGreetingTimeout) {
+                 GrpcConnection::Timeouts timeouts = GrpcConnection::Timeouts{}) {
     const int client = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     EXPECT_EQ(connect(client, reinterpret_cast<const sockaddr*>(&listen_address_),
                       sizeof(listen_address_)),
@@ -573,8 +573,7 @@ class GrpcConnectionTest : public ::testing::Test, public GrpcConnectionOwner {
     setsockopt(client, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     setsockopt(server, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     loop_.Call([&] {
-      connection_ =
-          new GrpcConnection(loop_.loop(), server, decider_, access, *this, greeting_timeout);
+      connection_ = new GrpcConnection(loop_.loop(), server, decider_, access, *this, timeouts);
       connection_->Start();
     });
     return client;
@@ -929,7 +928,7 @@ TEST_F(GrpcConnectionTest, ClosesAConnectionThatDoesNotSpeakHttp2) {
 // A client that connects and says nothing (or only part of the preface) is closed once
 // the greeting timeout passes; one that greeted in time is not.
 TEST_F(GrpcConnectionTest, ClosesAClientThatDoesNotGreetInTime) {
-  const int silent = ConnectRaw(inline_access_, 100ms);
+  const int silent = ConnectRaw(inline_access_, {.greeting = 100ms});
   ASSERT_EQ(send(silent, "PRI * HTTP/2.0", 14, MSG_NOSIGNAL), 14);
   const auto deadline = std::chrono::steady_clock::now() + kWait;
   bool ended = false;
@@ -946,12 +945,47 @@ TEST_F(GrpcConnectionTest, ClosesAClientThatDoesNotGreetInTime) {
 }
 
 TEST_F(GrpcConnectionTest, AClientThatGreetedOutlivesTheGreetingTimeout) {
-  client_ = std::make_unique<H2Client>(ConnectRaw(inline_access_, 50ms));
+  client_ = std::make_unique<H2Client>(ConnectRaw(inline_access_, {.greeting = 50ms}));
   const H2Request call = GrpcCall(GrpcMessage(LimitRequest("client", "alice")));
   EXPECT_EQ(client_->Call(call).trailer("grpc-status"), "0");
   std::this_thread::sleep_for(150ms);  // past the timeout: nothing may fire now
   EXPECT_EQ(client_->Call(call).trailer("grpc-status"), "0");
   EXPECT_EQ(done_calls_.load(), 0);
+}
+
+// Bodies of calls still arriving count against the connection's 16 MiB: five calls of
+// almost 4 MiB each, sent together, cannot all be held; a later call is served.
+TEST_F(GrpcConnectionTest, RefusesCallsOverTheConnectionsBufferedBytes) {
+  Connect(inline_access_);
+  const std::string big = GrpcFrame(std::string(GrpcConnection::kMaxMessageBytes - 16, 'x'));
+  std::vector<int32_t> ids;
+  for (int i = 0; i < 5; ++i) ids.push_back(client_->Submit(GrpcCall(big)));
+  int over_budget = 0;
+  for (const int32_t id : ids) {
+    ASSERT_TRUE(client_->WaitClosed(id));
+    const StreamResult r = client_->result(id);
+    if (r.header("grpc-status") == "8") {
+      EXPECT_EQ(r.header("grpc-message"), "the connection's unfinished requests hold over 16 MiB");
+      ++over_budget;
+    } else {
+      // Taken whole: "xx..." reads as unknown fields, so a request without a domain.
+      EXPECT_EQ(r.header("grpc-status"), "3") << Describe(r);
+    }
+  }
+  EXPECT_GE(over_budget, 1);
+  const H2Request call = GrpcCall(GrpcMessage(LimitRequest("client", "alice")));
+  EXPECT_EQ(client_->Call(call).trailer("grpc-status"), "0");
+}
+
+// A connection on which nothing moves for the idle timeout gets a GOAWAY and ends.
+TEST_F(GrpcConnectionTest, AnIdleConnectionIsSentAGoawayAndEnds) {
+  client_ = std::make_unique<H2Client>(ConnectRaw(inline_access_, {.idle = 200ms}));
+  const H2Request call = GrpcCall(GrpcMessage(LimitRequest("client", "alice")));
+  EXPECT_EQ(client_->Call(call).trailer("grpc-status"), "0");
+  ASSERT_TRUE(client_->WaitForServerClose());
+  EXPECT_TRUE(client_->goaway_received());
+  EXPECT_TRUE(client_->ended_with_fin());
+  EXPECT_TRUE(loop_.WaitFor([&] { return done_calls_.load() == 1; }, kWait));
 }
 
 TEST_F(GrpcConnectionTest, ResetsAStreamWhoseHeadersAreTooLargeAndKeepsServing) {
