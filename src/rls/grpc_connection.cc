@@ -8,6 +8,7 @@
 #include <cerrno>
 #include <cstring>
 #include <optional>
+#include <utility>
 
 #include "envoy/service/ratelimit/v3/rls.pb.h"
 
@@ -469,6 +470,18 @@ void GrpcConnection::OnDeadline(Stream& stream) {
   FlushSoon();
 }
 
+namespace {
+// Submits the response (with a body, or ending with its header fields); a stream that
+// nghttp2 will not answer is reset instead.
+void Respond(nghttp2_session* session, GrpcConnection::Stream& stream, const nghttp2_nv* headers,
+             size_t count, const nghttp2_data_provider* body) {
+  stream.answered = true;
+  if (nghttp2_submit_response(session, stream.id, headers, count, body) != 0) {
+    nghttp2_submit_rst_stream(session, NGHTTP2_FLAG_NONE, stream.id, NGHTTP2_INTERNAL_ERROR);
+  }
+}
+}  // namespace
+
 void GrpcConnection::Answer(Stream& stream) {
   const size_t length = stream.response.ByteSizeLong();
   stream.message.resize(kPrefixBytes + length);
@@ -485,10 +498,7 @@ void GrpcConnection::Answer(Stream& stream) {
   nghttp2_data_provider provider;
   provider.source.ptr = &stream;
   provider.read_callback = &Callbacks::ReadMessage;
-  stream.answered = true;
-  if (nghttp2_submit_response(session_, stream.id, headers, std::size(headers), &provider) != 0) {
-    nghttp2_submit_rst_stream(session_, NGHTTP2_FLAG_NONE, stream.id, NGHTTP2_INTERNAL_ERROR);
-  }
+  Respond(session_, stream, headers, std::size(headers), &provider);
 }
 
 void GrpcConnection::AnswerError(Stream& stream, int grpc_status, std::string_view message) {
@@ -497,19 +507,13 @@ void GrpcConnection::AnswerError(Stream& stream, int grpc_status, std::string_vi
   const nghttp2_nv headers[] = {
       ConstantField(":status", "200"), ConstantField("content-type", "application/grpc"),
       CopiedField("grpc-status", status), CopiedField("grpc-message", encoded)};
-  stream.answered = true;
-  if (nghttp2_submit_response(session_, stream.id, headers, std::size(headers), nullptr) != 0) {
-    nghttp2_submit_rst_stream(session_, NGHTTP2_FLAG_NONE, stream.id, NGHTTP2_INTERNAL_ERROR);
-  }
+  Respond(session_, stream, headers, std::size(headers), nullptr);
 }
 
 void GrpcConnection::AnswerHttpStatus(Stream& stream, int http_status) {
   const std::string status = std::to_string(http_status);
   const nghttp2_nv headers[] = {CopiedField(":status", status)};
-  stream.answered = true;
-  if (nghttp2_submit_response(session_, stream.id, headers, std::size(headers), nullptr) != 0) {
-    nghttp2_submit_rst_stream(session_, NGHTTP2_FLAG_NONE, stream.id, NGHTTP2_INTERNAL_ERROR);
-  }
+  Respond(session_, stream, headers, std::size(headers), nullptr);
 }
 
 // --- I/O ------------------------------------------------------------------------------
@@ -517,7 +521,7 @@ void GrpcConnection::AnswerHttpStatus(Stream& stream, int http_status) {
 void GrpcConnection::BeforeIoEvent(uint32_t events, net::IoBatch& batch) {
   if (!(events & EPOLLIN) || (events & (EPOLLERR | EPOLLHUP)) || closed_ || lingering_) return;
   if (out_.size() - out_sent_ > kMaxPendingOutput) return;
-  has_batch_received_ = false;
+  batch_received_.reset();
   batch.QueueReceive(fd_, in_.data(), in_.size(), this);
 }
 
@@ -525,7 +529,6 @@ void GrpcConnection::OnBatchedReceive(ssize_t result) {
   // Nothing there (a spurious wake-up): ReadAvailable's own receive finds that out.
   if (closed_ || result == -EAGAIN || result == -EINTR) return;
   batch_received_ = result;
-  has_batch_received_ = true;
 }
 
 void GrpcConnection::OnIoEvent(uint32_t events) {
@@ -542,11 +545,10 @@ void GrpcConnection::ReadAvailable() {
   for (int i = 0; i < 4 && !closed_; ++i) {
     // The client reads its answers before more of its calls are taken; but bytes the
     // loop's batch already received are taken (BeforeIoEvent checked the same bound).
-    if (!has_batch_received_ && out_.size() - out_sent_ > kMaxPendingOutput) break;
+    if (!batch_received_ && out_.size() - out_sent_ > kMaxPendingOutput) break;
     ssize_t n;
-    if (has_batch_received_) {
-      has_batch_received_ = false;
-      n = batch_received_;
+    if (batch_received_) {
+      n = *std::exchange(batch_received_, std::nullopt);
       if (n < 0) {
         errno = static_cast<int>(-n);
         n = -1;
@@ -671,7 +673,7 @@ void GrpcConnection::CloseIfFinished() {
     linger_timer_ = net::EventLoop::kNoTimer;
     Close();
   });
-  has_batch_received_ = false;  // what the batch took is dropped like the rest
+  batch_received_.reset();  // what the batch took is dropped like the rest
   OnLingerInput();
 }
 

@@ -26,6 +26,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -150,10 +151,9 @@ class GrpcConnection final : public net::IoHandler,
   GrpcConnectionOwner& owner_;
   nghttp2_session* session_ = nullptr;
 
-  std::string in_;  // received bytes (one receive's worth)
-  ssize_t batch_received_ = 0;
-  bool has_batch_received_ = false;
-  std::string out_;  // the session's output, from out_sent_ on still to send
+  std::string in_;                         // received bytes (one receive's worth)
+  std::optional<ssize_t> batch_received_;  // the loop's batch's receive, not yet taken
+  std::string out_;                        // the session's output, from out_sent_ on still to send
   size_t out_sent_ = 0;
   bool flush_queued_ = false;
   bool want_out_ = false;  // EPOLLOUT registered

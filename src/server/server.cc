@@ -72,20 +72,18 @@ uint16_t BoundPort(int fd) {
   return ntohs(reinterpret_cast<sockaddr_in6*>(&address)->sin6_port);
 }
 
-// The envoyproxy/ratelimit configs that `config` names; false with every error, one per
-// line, in `errors`. No paths: no limits (every descriptor is answered OK).
 // Who serves grpc_listen: the config's choice, unless SLUICE_GRPC_SERVER (native or
 // grpc-cpp) says otherwise (the test suite runs its gRPC tests against both).
 config::Config::GrpcServer GrpcServerOf(const config::Config& config) {
-  const char* env = getenv("SLUICE_GRPC_SERVER");
-  if (env != nullptr && std::string_view(env) == "grpc-cpp") {
-    return config::Config::GrpcServer::kGrpcCpp;
-  }
-  if (env != nullptr && std::string_view(env) == "native")
-    return config::Config::GrpcServer::kNative;
+  const char* set = getenv("SLUICE_GRPC_SERVER");
+  const std::string_view env = set != nullptr ? set : "";
+  if (env == "grpc-cpp") return config::Config::GrpcServer::kGrpcCpp;
+  if (env == "native") return config::Config::GrpcServer::kNative;
   return config.grpc_server;
 }
 
+// The envoyproxy/ratelimit configs that `config` names; false with every error, one per
+// line, in `errors`. No paths: no limits (every descriptor is answered OK).
 bool LoadRlsConfig(const config::Config& config,
                    std::shared_ptr<const rls::RateLimitConfig>* loaded, std::string* errors) {
   if (config.envoy_ratelimit_configs.empty()) {
@@ -608,19 +606,30 @@ class Worker final : public http::RequestHandler,
     connection.Respond(status, "", "application/json", response_body_);
   }
 
-  void OnAccept(int fd, const sockaddr_storage& address) {
+  // A new connection of either listener, counted against max_connections (of the
+  // current config); false when refused (the descriptor is closed).
+  bool Admit(int fd) {
     RefreshPolicy();
+    if (server_.connections().fetch_add(1, std::memory_order_relaxed) >= max_connections_) {
+      server_.connections().fetch_sub(1, std::memory_order_relaxed);
+      metrics_.connections_refused.Add();
+      close(fd);
+      return false;
+    }
+    const int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    return true;
+  }
+
+  void OnAccept(int fd, const sockaddr_storage& address) {
     const std::optional<net::IpAddress> peer =
         net::IpAddress::FromSockaddr(reinterpret_cast<const sockaddr*>(&address));
-    if (!peer ||
-        server_.connections().fetch_add(1, std::memory_order_relaxed) >= max_connections_) {
-      if (peer) server_.connections().fetch_sub(1, std::memory_order_relaxed);
+    if (!peer) {
       metrics_.connections_refused.Add();
       close(fd);
       return;
     }
-    const int one = 1;
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    if (!Admit(fd)) return;
     SSL* tls = nullptr;
     if (server_.tls() != nullptr) {
       tls = server_.tls()->NewSession(fd);
@@ -639,15 +648,7 @@ class Worker final : public http::RequestHandler,
   }
 
   void OnGrpcAccept(int fd) {
-    RefreshPolicy();  // max_connections of the current config
-    if (server_.connections().fetch_add(1, std::memory_order_relaxed) >= max_connections_) {
-      server_.connections().fetch_sub(1, std::memory_order_relaxed);
-      metrics_.connections_refused.Add();
-      close(fd);
-      return;
-    }
-    const int one = 1;
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    if (!Admit(fd)) return;
     auto* connection = new rls::GrpcConnection(loop_, fd, *rls_decider_, *rls_access_, *this);
     LinkFirst(grpc_connections_, connection);
     metrics_.connections_accepted.Add();

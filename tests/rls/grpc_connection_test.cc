@@ -904,6 +904,20 @@ TEST_F(GrpcConnectionTest, DrainEndsWithFinWhenClientBytesArriveAsItCloses) {
   EXPECT_TRUE(loop_.WaitFor([&] { return done_calls_.load() == 1; }, kWait));
 }
 
+// Reads (and drops) what the server sends on `fd` until it closes or resets the
+// connection: true, or false after kWait.
+bool ReadUntilTheServerEnds(int fd) {
+  const auto deadline = std::chrono::steady_clock::now() + kWait;
+  while (std::chrono::steady_clock::now() < deadline) {
+    pollfd p{fd, POLLIN, 0};
+    if (poll(&p, 1, 100) <= 0) continue;
+    char buffer[4096];
+    const ssize_t n = recv(fd, buffer, sizeof(buffer), MSG_DONTWAIT);
+    if (n == 0 || (n < 0 && errno == ECONNRESET)) return true;
+  }
+  return false;
+}
+
 TEST_F(GrpcConnectionTest, ClosesAConnectionThatDoesNotSpeakHttp2) {
   const int fd = ConnectRaw(inline_access_);
   constexpr std::string_view kHttp1 = "GET / HTTP/1.1\r\nHost: x\r\n\r\n";
@@ -911,15 +925,7 @@ TEST_F(GrpcConnectionTest, ClosesAConnectionThatDoesNotSpeakHttp2) {
             static_cast<ssize_t>(kHttp1.size()));
 
   // Whatever the server sends (its SETTINGS, a GOAWAY) is read until the end.
-  const auto deadline = std::chrono::steady_clock::now() + kWait;
-  bool ended = false;
-  while (!ended && std::chrono::steady_clock::now() < deadline) {
-    pollfd p{fd, POLLIN, 0};
-    if (poll(&p, 1, 100) <= 0) continue;
-    char buffer[4096];
-    const ssize_t n = recv(fd, buffer, sizeof(buffer), MSG_DONTWAIT);
-    ended = n == 0 || (n < 0 && errno == ECONNRESET);
-  }
+  const bool ended = ReadUntilTheServerEnds(fd);
   close(fd);
   EXPECT_TRUE(ended) << "the connection was not closed";
   EXPECT_TRUE(loop_.WaitFor([&] { return done_calls_.load() == 1; }, kWait));
@@ -930,15 +936,7 @@ TEST_F(GrpcConnectionTest, ClosesAConnectionThatDoesNotSpeakHttp2) {
 TEST_F(GrpcConnectionTest, ClosesAClientThatDoesNotGreetInTime) {
   const int silent = ConnectRaw(inline_access_, {.greeting = 100ms});
   ASSERT_EQ(send(silent, "PRI * HTTP/2.0", 14, MSG_NOSIGNAL), 14);
-  const auto deadline = std::chrono::steady_clock::now() + kWait;
-  bool ended = false;
-  while (!ended && std::chrono::steady_clock::now() < deadline) {
-    pollfd p{silent, POLLIN, 0};
-    if (poll(&p, 1, 100) <= 0) continue;
-    char buffer[4096];
-    const ssize_t n = recv(silent, buffer, sizeof(buffer), MSG_DONTWAIT);
-    ended = n == 0 || (n < 0 && errno == ECONNRESET);
-  }
+  const bool ended = ReadUntilTheServerEnds(silent);
   close(silent);
   EXPECT_TRUE(ended) << "a silent client kept its connection";
   EXPECT_TRUE(loop_.WaitFor([&] { return done_calls_.load() == 1; }, kWait));
